@@ -1,0 +1,225 @@
+"""model.py: parity with Hugging Face GPT-2, SDPA vs manual attention, KV-cache generation vs the
+full-recompute reference, model surgery, parameter counts, and the errors bad input gets."""
+
+import math
+
+import pytest
+import torch
+from transformers import GPT2LMHeadModel
+
+from model import GPT, GPTConfig, KVCache, build_model
+
+TINY = dict(n_layer=3, n_head=4, n_embd=64, block_size=32, vocab_size=71)
+
+
+def tiny_gpt(**overrides):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**TINY, **overrides})).eval()
+
+
+def test_logits_and_loss_match_huggingface(hf_gpt2_dir):
+    hf = GPT2LMHeadModel.from_pretrained(hf_gpt2_dir, dtype=torch.float32).eval()
+    ours = GPT.from_pretrained(str(hf_gpt2_dir)).eval()
+    idx = torch.randint(0, 50257, (3, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = hf(idx, labels=idx)  # HF shifts labels itself
+        logits, loss = ours(idx[:, :-1], targets=idx[:, 1:])
+        last, _ = ours(idx)
+    assert (logits - ref.logits[:, :-1]).abs().max().item() <= 1e-4
+    assert abs(loss.item() - ref.loss.item()) <= 1e-5
+    assert (last[:, 0] - hf(idx).logits[:, -1]).abs().max().item() <= 1e-4  # last-position-only path
+
+
+def test_from_pretrained_reads_shapes_from_the_directory(hf_gpt2_dir):
+    model = GPT.from_pretrained(str(hf_gpt2_dir), override_args=dict(dropout=0.1))
+    c = model.config
+    assert (c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size) == (2, 4, 64, 64, 50257)
+    assert c.dropout == 0.1 and c.bias and c.activation == 'gelu'
+    assert model.lm_head.weight is model.transformer.wte.weight  # still tied after loading
+
+
+def test_sdpa_and_manual_attention_agree():
+    model = tiny_gpt()
+    idx = torch.randint(0, 71, (2, 32))
+    with torch.no_grad():
+        sdpa, _ = model(idx, targets=idx)
+        for block in model.transformer.h:
+            block.attn.flash = False
+        manual, _ = model(idx, targets=idx)
+    assert (sdpa - manual).abs().max().item() <= 1e-5
+
+
+def test_train_and_eval_forward_agree_without_dropout():
+    model = tiny_gpt()
+    idx = torch.randint(0, 71, (2, 32))
+    with torch.no_grad():
+        eval_logits, _ = model(idx, targets=idx)
+        train_logits, _ = model.train()(idx, targets=idx)
+    assert torch.equal(eval_logits, train_logits)
+
+
+def test_attention_is_causal():
+    """ Changing a later token never changes the logits of earlier positions. """
+    model = tiny_gpt()
+    idx = torch.randint(0, 71, (1, 32))
+    changed = idx.clone()
+    changed[0, 20] = (changed[0, 20] + 1) % 71
+    with torch.no_grad():
+        a, _ = model(idx, targets=idx)
+        b, _ = model(changed, targets=changed)
+    assert torch.equal(a[:, :20], b[:, :20])
+    assert not torch.equal(a[:, 20:], b[:, 20:])
+
+
+@pytest.mark.parametrize('prompt_len,new_tokens', [(1, 31), (5, 20), (30, 40), (32, 10)])
+def test_greedy_generation_with_cache_equals_full_recompute(prompt_len, new_tokens):
+    """ Up to block_size (32) and past it, where the cache must crop and re-prefill. """
+    model = tiny_gpt()
+    prompt = torch.randint(0, 71, (2, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
+    reference = model.generate(prompt, new_tokens, top_k=1, use_kv_cache=False)
+    cached = model.generate(prompt, new_tokens, top_k=1, use_kv_cache=True)
+    assert cached.shape == (2, prompt_len + new_tokens)
+    assert torch.equal(cached, reference)
+
+
+def test_cached_forward_matches_full_forward_per_position():
+    """ Prefill 10 tokens, then feed 3, then 1: each step's last logits equal the full forward's. """
+    model = tiny_gpt()
+    idx = torch.randint(0, 71, (2, 14))
+    cache = KVCache(model.config.n_layer)
+    with torch.no_grad():
+        for start, end in [(0, 10), (10, 13), (13, 14)]:
+            step, _ = model(idx[:, start:end], kv_cache=cache)
+            full, _ = model(idx[:, :end])
+            assert (step - full).abs().max().item() <= 1e-5
+    assert cache.pos == 14
+
+
+def test_sampling_with_seed_is_reproducible():
+    model = tiny_gpt()
+    prompt = torch.zeros((1, 1), dtype=torch.long)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(42)
+        runs.append(model.generate(prompt, 50, temperature=0.8, top_k=10))
+    assert torch.equal(*runs)
+    torch.manual_seed(42)
+    assert torch.equal(model.generate(prompt, 50, temperature=0.8, top_k=10, use_kv_cache=False), runs[0])
+
+
+def test_top_k_larger_than_vocab_and_top_k_one():
+    model = tiny_gpt()
+    prompt = torch.zeros((1, 3), dtype=torch.long)
+    out = model.generate(prompt, 5, top_k=10_000)
+    assert out.shape == (1, 8) and out.max() < 71
+    with torch.no_grad():
+        logits, _ = model(prompt)
+    assert model.generate(prompt, 1, top_k=1)[0, -1] == logits[0, -1].argmax()
+
+
+def test_crop_block_size_then_forward_and_generate():
+    model = tiny_gpt()
+    model.crop_block_size(16)
+    assert model.config.block_size == 16 and model.transformer.wpe.weight.shape == (16, 64)
+    idx = torch.randint(0, 71, (2, 16))
+    logits, loss = model(idx, targets=idx)
+    assert logits.shape == (2, 16, 71) and torch.isfinite(loss)
+    assert model.generate(idx[:, :4], 20, top_k=1).shape == (2, 24)
+    with pytest.raises(ValueError, match='block size is only 16'):
+        model(torch.zeros((1, 17), dtype=torch.long))
+
+
+def test_num_params_of_gpt2_124m():
+    with torch.device('meta'):
+        model = GPT(GPTConfig(vocab_size=50257))
+    assert round(model.get_num_params() / 1e6, 2) == 123.65
+    assert model.get_num_params(non_embedding=False) - model.get_num_params() == 1024 * 768
+
+
+def test_init_follows_gpt2():
+    model = GPT(GPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=64, vocab_size=1000))
+    std = lambda p: p.detach().std().item()
+    assert std(model.transformer.h[0].attn.c_attn.weight) == pytest.approx(0.02, rel=0.05)
+    assert std(model.transformer.h[0].mlp.c_proj.weight) == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+    assert model.transformer.h[0].attn.c_attn.bias.abs().max() == 0
+
+
+def test_loss_at_init_is_near_uniform():
+    model = tiny_gpt()
+    idx, targets = torch.randint(0, 71, (2, 8, 32))  # targets unrelated to the input (tied weights favour idx itself)
+    _, loss = model(idx, targets=targets)
+    assert abs(loss.item() - math.log(71)) < 0.1
+
+
+def test_configure_optimizers_decays_2d_weights_only(capsys):
+    model = tiny_gpt(bias=False)
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    decay, no_decay = opt.param_groups
+    assert decay['weight_decay'] == 0.1 and no_decay['weight_decay'] == 0.0
+    assert all(p.dim() == 2 for p in decay['params']) and all(p.dim() == 1 for p in no_decay['params'])
+    # the tied embedding appears once; every trainable tensor is in exactly one group
+    assert len(decay['params']) + len(no_decay['params']) == len(list(model.parameters()))
+    assert 'num decayed parameter tensors' in capsys.readouterr().out
+
+
+def test_estimate_mfu_uses_the_given_peak():
+    model = tiny_gpt()
+    c = model.config
+    flops_per_token = 6 * model.get_num_params() + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+    expected = flops_per_token * c.block_size * 8 / 0.5 / 1e12
+    assert model.estimate_mfu(8, 0.5, peak_flops=1e12) == pytest.approx(expected)
+    assert model.estimate_mfu(8, 0.5) > 0  # CPU default peak
+
+
+def test_bigram_matches_its_table():
+    model = build_model(GPTConfig(model_type='bigram', vocab_size=71, block_size=32))
+    idx, targets = torch.randint(0, 71, (2, 2, 32))
+    logits, loss = model(idx, targets=targets)
+    assert torch.equal(logits, model.token_embedding_table.weight[idx])
+    assert abs(loss.item() - math.log(71)) < 0.05
+    out = model.generate(idx[:, :3], 40, top_k=1)  # past block_size too
+    assert torch.equal(out, model.generate(idx[:, :3], 40, top_k=1, use_kv_cache=False))
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(n_embd=65, n_head=4), 'n_embd=65 is not divisible by n_head=4'),
+    (dict(model_type='trigram'), "unknown model_type 'trigram'"),
+    (dict(activation='swish'), "unknown activation 'swish'"),
+])
+def test_bad_config_is_a_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(**kwargs)
+
+
+def test_input_longer_than_block_size_is_a_clear_error():
+    with pytest.raises(ValueError, match='Cannot forward sequence of length 33, block size is only 32'):
+        tiny_gpt()(torch.zeros((1, 33), dtype=torch.long))
+
+
+def test_pretrained_bad_input(hf_gpt2_dir):
+    with pytest.raises(ValueError, match="unknown pretrained model 'gpt3'"):
+        GPT.from_pretrained('gpt3')
+    with pytest.raises(ValueError, match='cannot override n_layer'):
+        GPT.from_pretrained(str(hf_gpt2_dir), override_args=dict(n_layer=4))
+
+
+def test_hub_name_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    with pytest.raises(RuntimeError, match="could not fetch the 'gpt2' weights from the Hugging Face hub"):
+        GPT.from_pretrained('gpt2')
+
+
+def test_from_checkpoint_accepts_original_nanogpt_layout():
+    """ Original nanoGPT: compiled-model key prefix, no activation/model_type in model_args, erf GELU. """
+    model = tiny_gpt()
+    model_args = {k: v for k, v in TINY.items()} | dict(bias=True, dropout=0.0)
+    state = {f'_orig_mod.{k}': v for k, v in model.state_dict().items()}
+    loaded = GPT.from_checkpoint({'model': state, 'model_args': model_args}).eval()
+    assert loaded.config.activation == 'gelu_exact'
+    for a, b in zip(loaded.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    idx = torch.randint(0, 71, (1, 32))
+    with torch.no_grad():
+        tanh, _ = model(idx, idx)
+        erf, _ = loaded(idx, idx)
+    assert 0 < (tanh - erf).abs().max().item() < 1e-2  # same weights, the activation the checkpoint trained with
