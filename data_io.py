@@ -5,13 +5,21 @@ A dataset folder data/<name>/ holds train.bin and val.bin: flat arrays of token 
 np.memmap, uint16 when the vocabulary fits (GPT-2's 50257 does) and uint32 otherwise. meta.pkl,
 when present, holds plain containers only: vocab_size, and for character-level sets stoi/itos,
 plus 'dtype' when it is not uint16. Files from the original nanoGPT (uint16, no dtype key) read as is.
+
+The writers at the end are what the four prepare scripts share: download with a clear error, the
+character-level 90/10 writer, and the threaded GPT-2 tokenizer for datasets of documents.
 """
 
 import io
 import os
 import pickle
+import urllib.request
 
 import numpy as np
+
+# every split must hold at least one training example of GPT-2's context: train.py draws block_size+1
+# tokens (inputs and shifted targets) from a split, so with block_size 1024 a split needs 1025 tokens
+MIN_SPLIT_TOKENS = 1024 + 1
 
 
 def token_dtype(vocab_size):
@@ -90,6 +98,10 @@ def open_tokens(data_dir, split, meta=None, vocab_size=None):
     size = os.path.getsize(path)
     if size == 0 or size % dtype.itemsize:
         raise ValueError(f"{path} has {size} bytes, not a whole number of {dtype.name} tokens; rerun its prepare.py")
+    needed = np.dtype(token_dtype(meta.get('vocab_size', 0)))
+    if needed.itemsize > dtype.itemsize:  # a uint32 file read as uint16 could pass every other check
+        raise ValueError(f"{path} is read as {dtype.name} but its vocabulary of {meta['vocab_size']} needs "
+                         f"{needed.name}: meta.pkl lacks the right 'dtype'; rerun its prepare.py")
     data = np.memmap(path, dtype=dtype, mode='r')
     vocab_size = vocab_size or meta.get('vocab_size')
     if vocab_size is not None:
@@ -98,3 +110,107 @@ def open_tokens(data_dir, split, meta=None, vocab_size=None):
             raise ValueError(f"{path} holds token id {top} but the vocabulary has {vocab_size}: the file's dtype "
                              f"({dtype.name}) or meta.pkl does not match it; rerun its prepare.py")
     return data
+
+
+# -----------------------------------------------------------------------------
+# writers used by data/*/prepare.py
+
+def download(url, path):
+    """ Fetch url to path unless path exists. The bytes land under a temp name and are renamed when
+    complete; a failed download raises OSError naming the url and where to put the file by hand. """
+    if os.path.exists(path):
+        return path
+    print(f"downloading {url} to {path}")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, atomic_open(path) as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+    except (OSError, ValueError) as e:  # URLError, timeouts and bad urls
+        raise OSError(f"could not download {url} ({e}); without network, put the file at {path} by hand "
+                      "and rerun") from None
+    return path
+
+
+def gpt2_encoding():
+    """ tiktoken's GPT-2 BPE; its files download once into tiktoken's cache, so say how to do without. """
+    import tiktoken
+    try:
+        return tiktoken.get_encoding('gpt2')
+    except OSError as e:  # requests' ConnectionError is an OSError
+        raise OSError(f"could not load tiktoken's gpt2 encoding ({type(e).__name__}): its BPE files download once "
+                      "from openaipublic.blob.core.windows.net; without network, set TIKTOKEN_CACHE_DIR to a "
+                      "folder holding tiktoken's cached files") from None
+
+
+def check_split_sizes(sizes, source):
+    """ sizes: {split: number of tokens}. ValueError unless each split holds one block (MIN_SPLIT_TOKENS). """
+    for split, n in sizes.items():
+        if n < MIN_SPLIT_TOKENS:
+            raise ValueError(f"{source} is too small: its {split} split would hold {n:,} tokens, at least "
+                             f"{MIN_SPLIT_TOKENS:,} are needed (one block of 1024 + 1)")
+
+
+def write_splits(data_dir, splits, vocab_size, meta=None):
+    """ Write {split: ids} as data_dir/<split>.bin in the dtype the vocabulary needs, and meta.pkl when
+    given (with 'dtype' added unless uint16, so open_tokens reads the files back right). """
+    dtype = token_dtype(vocab_size)
+    for split, ids in splits.items():
+        write_tokens(os.path.join(data_dir, f"{split}.bin"), ids, dtype)
+    if meta is not None:
+        if dtype != np.uint16:
+            meta = {**meta, 'dtype': np.dtype(dtype).name}
+        save_meta(os.path.join(data_dir, 'meta.pkl'), meta)
+
+
+def write_char_dataset(data_dir, text, source):
+    """ Character-level dataset of text: vocabulary = its distinct characters in sorted order, first
+    90% train, last 10% val, meta.pkl with vocab_size/stoi/itos. Returns (vocab_size, n_train, n_val). """
+    n = int(0.9 * len(text))
+    check_split_sizes({'train': n, 'val': len(text) - n}, source)
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    # a lookup table indexed by code point encodes millions of characters in a blink
+    codes = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
+    lut = np.zeros(ord(chars[-1]) + 1, dtype=np.uint32)
+    lut[[ord(ch) for ch in chars]] = np.arange(len(chars), dtype=np.uint32)
+    ids = lut[codes]
+    meta = {'vocab_size': len(chars), 'itos': {i: ch for i, ch in enumerate(chars)}, 'stoi': stoi}
+    write_splits(data_dir, {'train': ids[:n], 'val': ids[n:]}, len(chars), meta)
+    return len(chars), n, len(text) - n
+
+
+def write_documents(docs, f, text_column='text', num_threads=None, batch_docs=256, desc=None):
+    """ GPT-2 BPE of each document of a datasets.Dataset (encode_ordinary, then the end-of-text token),
+    written to the open binary file f as uint16, in document order; returns the number of tokens.
+    num_threads tokenizer threads run at once (tiktoken releases the GIL), each on batch_docs
+    documents, while this thread reads the next documents and writes finished ids. """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+    from tqdm import tqdm
+    enc = gpt2_encoding()
+    dtype = token_dtype(enc.n_vocab)
+    num_threads = num_threads or os.cpu_count()
+
+    def encode(texts):
+        ids = []
+        for text in texts:
+            ids += enc.encode_ordinary(text)
+            ids.append(enc.eot_token)
+        return np.array(ids, dtype=dtype), len(texts)
+
+    def write(future):
+        ids, n_docs = future.result()
+        f.write(ids)
+        bar.update(n_docs)
+        return len(ids)
+
+    n_tokens = 0
+    pending = deque()  # futures in document order, a few per thread: a 40 GB dataset never sits in memory
+    with ThreadPoolExecutor(num_threads) as pool, tqdm(total=len(docs), desc=desc, unit='doc') as bar:
+        for batch in docs.select_columns([text_column]).iter(batch_size=batch_docs):
+            pending.append(pool.submit(encode, batch[text_column]))
+            if len(pending) > 2 * num_threads:
+                n_tokens += write(pending.popleft())
+        while pending:
+            n_tokens += write(pending.popleft())
+    return n_tokens

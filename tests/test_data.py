@@ -1,0 +1,286 @@
+"""
+Guards data/*/prepare.py and the token files of data_io.py: each prepare script, run as a user runs it
+on data the test makes, writes bins that decode back to its input with the documented split sizes,
+gives byte-identical files when rerun, fails with a clear message and no files on a failed download,
+an unreachable hub or too little text; the uint16/uint32 switch at 65536 symbols reads back exactly;
+load_meta never runs code from a pickle.
+"""
+
+import functools
+import http.server
+import math
+import os
+import pickle
+import shutil
+import socket
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SHARED, run_script, tiny_text
+from data_io import MIN_SPLIT_TOKENS, gpt2_encoding, load_meta, open_tokens, read_meta, write_char_dataset
+
+
+def copy_prepare(repo, name):
+    """ The repo's data_io.py, configurator.py and data/<name>/prepare.py copied under repo, so the script
+    writes its files there as it would in data/<name>/. Returns that data folder. """
+    data_dir = repo / 'data' / name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for path in ('data_io.py', 'configurator.py'):
+        shutil.copy(ROOT / path, repo / path)
+    shutil.copy(ROOT / 'data' / name / 'prepare.py', data_dir / 'prepare.py')
+    return data_dir
+
+
+def prepare(data_dir, *args, check=True, env=None):
+    return run_script(data_dir / 'prepare.py', *args, cwd=data_dir.parent.parent, check=check, env=env)
+
+
+def outputs(data_dir):
+    """ {file name: bytes} of everything a prepare run left in data_dir, besides the script and its input. """
+    return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir()) if p.name not in ('prepare.py', 'input.txt')}
+
+
+def decode_chars(data_dir):
+    meta = read_meta(data_dir)
+    return [''.join(meta['itos'][int(i)] for i in open_tokens(data_dir, split, meta)) for split in ('train', 'val')]
+
+
+def gpt2():
+    try:
+        return gpt2_encoding()
+    except OSError as e:
+        pytest.skip(f"no GPT-2 BPE for tiktoken here: {e}")
+
+
+def closed_port_url():
+    """ An http URL on localhost where nothing listens: the download fails at once, as offline. """
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/input.txt"
+
+
+# -----------------------------------------------------------------------------
+# character-level: shakespeare_char and python_char
+
+def test_shakespeare_char_round_trip_and_rerun(tmp_path):
+    text = tiny_text()
+    data_dir = copy_prepare(tmp_path, 'shakespeare_char')
+    (data_dir / 'input.txt').write_text(text)
+    out = prepare(data_dir).stdout
+    n = int(0.9 * len(text))
+    assert f"train has {n:,} tokens" in out and f"val has {len(text) - n:,} tokens" in out
+    assert decode_chars(data_dir) == [text[:n], text[n:]]
+    chars = sorted(set(text))
+    meta = load_meta(data_dir / 'meta.pkl')
+    assert meta == {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': {c: i for i, c in enumerate(chars)}}
+    assert os.path.getsize(data_dir / 'train.bin') == 2 * n  # uint16
+    first = outputs(data_dir)
+    assert sorted(first) == ['meta.pkl', 'train.bin', 'val.bin']
+    prepare(data_dir)
+    assert outputs(data_dir) == first
+
+
+@pytest.mark.skipif(not (SHARED / 'data' / 'tinyshakespeare' / 'input.txt').exists(), reason='no shared tiny Shakespeare')
+def test_shakespeare_char_full_corpus(tmp_path):
+    data_dir = copy_prepare(tmp_path, 'shakespeare_char')
+    shutil.copy(SHARED / 'data' / 'tinyshakespeare' / 'input.txt', data_dir / 'input.txt')
+    prepare(data_dir)
+    meta = read_meta(data_dir)
+    assert meta['vocab_size'] == 65
+    assert len(open_tokens(data_dir, 'train', meta)) == 1_003_854
+    assert len(open_tokens(data_dir, 'val', meta)) == 111_540
+    assert ''.join(decode_chars(data_dir)) == (data_dir / 'input.txt').read_text()
+
+
+def test_shakespeare_char_downloads(tmp_path):
+    served = tmp_path / 'www'
+    served.mkdir()
+    (served / 'input.txt').write_text(tiny_text())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    with http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        data_dir = copy_prepare(tmp_path / 'repo', 'shakespeare_char')
+        prepare(data_dir, f"--url=http://127.0.0.1:{server.server_address[1]}/input.txt")
+        server.shutdown()
+    assert (data_dir / 'input.txt').read_bytes() == (served / 'input.txt').read_bytes()
+    assert ''.join(decode_chars(data_dir)) == tiny_text()
+
+
+@pytest.mark.parametrize('name', ['shakespeare_char', 'shakespeare'])
+def test_download_failure_is_clear_and_leaves_nothing(tmp_path, name):
+    data_dir = copy_prepare(tmp_path, name)
+    url = closed_port_url()
+    p = prepare(data_dir, f"--url={url}", check=False)
+    assert p.returncode != 0
+    assert p.stderr.startswith('error: could not download') and url in p.stderr
+    assert str(data_dir / 'input.txt') in p.stderr  # where to put the file by hand
+    assert [f.name for f in data_dir.iterdir()] == ['prepare.py']
+
+
+@pytest.mark.parametrize('text', ['', 'To be, or not to be\n'])
+def test_too_small_input_is_an_error(tmp_path, text):
+    data_dir = copy_prepare(tmp_path, 'shakespeare_char')
+    (data_dir / 'input.txt').write_text(text)
+    p = prepare(data_dir, check=False)
+    assert p.returncode != 0
+    assert 'too small' in p.stderr and f"{MIN_SPLIT_TOKENS:,}" in p.stderr
+    assert outputs(data_dir) == {}
+
+
+def test_min_split_size_boundary(tmp_path):
+    """ 90/10 of 10,240 characters leaves 1,024 for val: one short of a block of 1024 + 1. """
+    assert MIN_SPLIT_TOKENS == 1025
+    with pytest.raises(ValueError, match='val split would hold 1,024 tokens'):
+        write_char_dataset(tmp_path, 'ab' * 5120, 'text')
+    assert write_char_dataset(tmp_path, 'ab' * 5125, 'text') == (2, 9225, 1025)
+
+
+def make_source_tree(root):
+    """ .py files the python_char filter keeps, and one of each kind it drops. Returns the kept text. """
+    words = tiny_text().split()
+    kept = {}
+    for i, rel in enumerate(['b/c.py', 'a.py', 'b/a_b.py', 'zz/deep/mod.py']):
+        kept[rel] = f"# module {i}\n" + ' '.join(words[i * 700:(i + 1) * 700]) + '\n\tdef f():\n\t    return 1\n'
+    dropped = {
+        'b/test/test_c.py': 'x = 1\n' * 500,       # test folders
+        'tests/t.py': 'x = 1\n' * 500,
+        'site-packages/pkg.py': 'x = 1\n' * 500,   # installed packages
+        'b/__pycache__/c.py': 'x = 1\n' * 500,
+        'big.py': 'x = 1\n' * 5000,                # over max_file_bytes
+        'unicode.py': 'name = "caf\u00e9"\n' * 100,  # not ASCII
+        'crlf.py': 'x = 1\r\n' * 100,              # control characters besides newline and tab
+        'b/notes.txt': 'not python\n' * 500,
+    }
+    for rel, text in {**kept, **dropped}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(text.encode('utf-8'))
+    return ''.join(kept[rel] for rel in sorted(kept))
+
+
+def test_python_char_filter_order_and_split(tmp_path):
+    expected = make_source_tree(tmp_path / 'src')
+    data_dir = copy_prepare(tmp_path / 'repo', 'python_char')
+    out = prepare(data_dir, f"--src_dir={tmp_path / 'src'}", '--max_file_bytes=20000').stdout
+    assert 'kept 4 of 7 .py files (1 over 20,000 bytes, 2 not plain ASCII)' in out
+    n = int(0.9 * len(expected))
+    assert decode_chars(data_dir) == [expected[:n], expected[n:]]
+    assert read_meta(data_dir)['vocab_size'] == len(set(expected))
+
+
+def test_python_char_stdlib_is_reproducible(tmp_path):
+    data_dir = copy_prepare(tmp_path, 'python_char')
+    prepare(data_dir)
+    first = outputs(data_dir)
+    meta = load_meta(data_dir / 'meta.pkl')
+    n_chars = (len(first['train.bin']) + len(first['val.bin'])) // 2
+    assert 2_000_000 < n_chars < 20_000_000 and meta['vocab_size'] < 100
+    prepare(data_dir)
+    assert outputs(data_dir) == first
+
+
+# -----------------------------------------------------------------------------
+# GPT-2 BPE: shakespeare and openwebtext
+
+def test_shakespeare_bpe_round_trip(tmp_path):
+    enc = gpt2()
+    text = tiny_text()
+    data_dir = copy_prepare(tmp_path, 'shakespeare')
+    (data_dir / 'input.txt').write_text(text)
+    out = prepare(data_dir).stdout
+    n = int(0.9 * len(text))
+    train, val = (open_tokens(data_dir, split, vocab_size=enc.n_vocab) for split in ('train', 'val'))
+    assert train.dtype == np.uint16 and not (data_dir / 'meta.pkl').exists()
+    assert enc.decode(train.tolist()) == text[:n] and enc.decode(val.tolist()) == text[n:]
+    assert f"train has {len(train):,} tokens" in out and f"val has {len(val):,} tokens" in out
+
+
+def split_documents(ids, eot):
+    """ The documents of a token stream whose every document ends with eot. """
+    assert len(ids) and ids[-1] == eot
+    ends = np.flatnonzero(ids == eot)
+    return [ids[start + 1:end] for start, end in zip(np.r_[-1, ends[:-1]], ends)]
+
+
+def test_openwebtext_local_text_files(tmp_path):
+    enc = gpt2()
+    words = tiny_text().split()
+    rng = np.random.default_rng(0)
+    docs = [' '.join(rng.choice(words, rng.integers(200, 600))) + '\n' for _ in range(120)]
+    (tmp_path / 'docs').mkdir()
+    for i, doc in enumerate(docs):
+        (tmp_path / 'docs' / f"{i:03d}.txt").write_text(doc)
+    data_dir = copy_prepare(tmp_path / 'repo', 'openwebtext')
+    args = ['--dataset=text', f"--data_files={tmp_path / 'docs' / '*.txt'}", '--val_size=0.05', '--num_proc=2']
+    env = {'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')}
+    out = prepare(data_dir, *args, env=env).stdout
+    got = {split: [enc.decode(d.tolist()) for d in split_documents(open_tokens(data_dir, split), enc.eot_token)]
+           for split in ('train', 'val')}
+    assert len(got['val']) == math.ceil(0.05 * len(docs)) and len(got['train']) == len(docs) - len(got['val'])
+    assert sorted(got['train'] + got['val']) == sorted(docs)
+    n_train = os.path.getsize(data_dir / 'train.bin') // 2
+    assert f"train has {n_train:,} tokens ({len(got['train'])} documents)" in out
+    first = outputs(data_dir)
+    assert sorted(first) == ['train.bin', 'val.bin']
+    prepare(data_dir, *args, env={'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache2')})  # from scratch again
+    assert outputs(data_dir) == first
+
+
+@pytest.mark.parametrize('args, message', [
+    ((), "error: could not load dataset 'openwebtext' (ConnectionError"),
+    (('--dataset=json', '--data_files=/nonexistent/*.jsonl'), "error: no file matches data_files='/nonexistent/*.jsonl'"),
+])
+def test_openwebtext_load_errors_are_clear(tmp_path, args, message):
+    data_dir = copy_prepare(tmp_path, 'openwebtext')
+    env = {'HF_HUB_OFFLINE': '1', 'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')}
+    p = prepare(data_dir, *args, check=False, env=env)
+    assert p.returncode != 0
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith(message)
+    if not args:  # the way out without network
+        assert "--dataset=json --data_files='/path/*.jsonl'" in last
+    assert outputs(data_dir) == {}
+
+
+# -----------------------------------------------------------------------------
+# token storage and meta.pkl
+
+@pytest.mark.parametrize('vocab_size, dtype', [(65536, np.uint16), (65537, np.uint32)])
+def test_token_dtype_switch(tmp_path, vocab_size, dtype):
+    symbols = [chr(c) for c in range(0x20, 0xD800)] + [chr(c) for c in range(0xE000, 0x110000)]
+    symbols = symbols[:vocab_size]
+    rng = np.random.default_rng(0)
+    text = ''.join(symbols) + ''.join(rng.choice(symbols, 20000))
+    write_char_dataset(tmp_path, text, 'synthetic text')
+    meta = load_meta(tmp_path / 'meta.pkl')
+    assert meta['vocab_size'] == vocab_size and meta.get('dtype', 'uint16') == np.dtype(dtype).name
+    train = open_tokens(tmp_path, 'train', meta)
+    assert train.dtype == dtype and int(train.max()) == vocab_size - 1
+    assert decode_chars(tmp_path) == [text[:len(train)], text[len(train):]]
+    if dtype == np.uint32:  # a reader that ignored the recorded dtype would see garbage: it must be an error
+        with pytest.raises(ValueError, match='uint16'):
+            open_tokens(tmp_path, 'train', {k: v for k, v in meta.items() if k != 'dtype'})
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_load_meta_refuses_code(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'meta.pkl'
+    path.write_bytes(pickle.dumps({'vocab_size': 3, 'itos': {0: 'a'}, 'evil': RunsCode(marker)}))
+    with pytest.raises(ValueError, match='not a plain meta.pkl.*posix.system|not a plain meta.pkl.*os.system'):
+        load_meta(path)
+    assert not marker.exists()
+    # the same payload does run when unpickled the ordinary way: the test would notice a loader that ran it
+    if sys.platform != 'win32':
+        pickle.loads(path.read_bytes())
+        assert marker.exists()
