@@ -337,7 +337,7 @@ class GPT(LanguageModel):
         pos_emb = self.transformer.wpe(pos)  # position embeddings of shape (t, n_embd)
         x = self.transformer.drop(tok_emb + pos_emb)
         for block in self.transformer.h:
-            if self.gradient_checkpointing and self.training:
+            if self.gradient_checkpointing and self.training and kv_cache is None:
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x, kv_cache)
@@ -459,8 +459,9 @@ class LoRALinear(nn.Module):
     def __init__(self, base, rank, alpha, dropout=0.0):
         super().__init__()
         self.base = base.requires_grad_(False)
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
+        like = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **like))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **like))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear inits its weight
         self.scaling = alpha / rank
         self.lora_dropout = nn.Dropout(dropout)
@@ -482,8 +483,10 @@ def apply_lora(model, rank, alpha, dropout=0.0, targets=('attn.c_attn', 'attn.c_
     bad = set(targets) - set(LORA_TARGETS)
     if bad or not targets:
         raise ValueError(f"unknown lora targets {sorted(bad) or '(none)'}: choose from {', '.join(LORA_TARGETS)}")
+    if any(isinstance(m, LoRALinear) for m in model.modules()):
+        raise ValueError("the model already has LoRA adapters: merge_lora(model) first")
     width = model.config.n_embd
-    if not 0 < rank <= width:
+    if not isinstance(rank, int) or not 0 < rank <= width:
         raise ValueError(f"lora_rank={rank} must be between 1 and the layer width n_embd={width}")
     model.requires_grad_(False)
     for block in model.transformer.h:

@@ -1,0 +1,77 @@
+"""
+Write a train.py checkpoint as a Hugging Face GPT-2 directory, loadable with
+GPT2LMHeadModel.from_pretrained(dir) (or GPT.from_pretrained(dir) here):
+$ python export.py --out_dir=out-shakespeare --to=hf-shakespeare
+A LoRA checkpoint is merged into its base weights first. HF's GPT-2 always has biases, so a
+bias=False model gets zero ones, which compute the same function.
+"""
+import os
+import shutil
+import sys
+
+import torch
+
+from model import GPT, merge_lora
+
+# -----------------------------------------------------------------------------
+out_dir = 'out' # directory holding the ckpt.pt written by train.py
+to = '' # directory to write the Hugging Face model into (created)
+force = False # replace `to` even when it is a non-empty directory
+exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
+# -----------------------------------------------------------------------------
+
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+if not to:
+    sys.exit("error: no output directory: pass --to=<dir> for the Hugging Face model")
+if not os.path.isfile(ckpt_path):
+    sys.exit(f"error: no checkpoint at {ckpt_path}: train one with train.py or pass --out_dir=<dir with ckpt.pt>")
+if os.path.exists(to) and not os.path.isdir(to):
+    sys.exit(f"error: {to} exists and is not a directory: pass another --to")
+if os.path.isdir(to) and os.listdir(to) and not force:
+    sys.exit(f"error: {to} is not empty: pass another --to, or --force=True to replace it")
+
+try:
+    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+    model = GPT.from_checkpoint(checkpoint)
+except Exception as e:  # a truncated file, a foreign pickle, keys that don't fit: one line, not a traceback
+    sys.exit(f"error: cannot load {ckpt_path}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}")
+cfg = model.config
+if cfg.model_type != 'gpt':
+    sys.exit(f"error: cannot export a {cfg.model_type} model: GPT2LMHeadModel represents only model_type='gpt'")
+if checkpoint.get('lora'):
+    merge_lora(model)
+    print(f"merged the LoRA adapters (rank {checkpoint['lora']['rank']}) into the base weights")
+
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402  (slow import, only once the input is good)
+
+eot = 50256 if cfg.vocab_size > 50256 else None  # GPT-2's <|endoftext|>; a character vocabulary has none
+hf_config = GPT2Config(
+    vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+    n_head=cfg.n_head, activation_function={'gelu': 'gelu_new', 'gelu_exact': 'gelu', 'relu': 'relu'}[cfg.activation],
+    resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5,
+    bos_token_id=eot, eos_token_id=eot)
+model_hf = GPT2LMHeadModel(hf_config)
+# the parameter names are the same; HF's Conv1D stores these weights as (in, out): transpose them
+transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+sd = {k: v.t() if k.endswith(transposed) else v for k, v in model.state_dict().items()}
+if not cfg.bias:
+    sd.update({k: torch.zeros_like(v) for k, v in model_hf.state_dict().items() if k.endswith('.bias')})
+model_hf.load_state_dict(sd)  # strict: every tensor has its counterpart
+
+# write next to the destination and rename into place, so a failure leaves no half-written model
+path = os.path.abspath(to)
+tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp-{os.getpid()}')
+os.makedirs(tmp)
+try:
+    model_hf.save_pretrained(tmp)
+    if os.path.isdir(to) and os.listdir(to):  # --force: move the old one aside until the new one is in place
+        os.rename(to, tmp + '-old')
+        os.rename(tmp, to)
+        shutil.rmtree(tmp + '-old')
+    else:
+        os.rename(tmp, to)  # also replaces an empty directory
+except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+print(f"wrote {to}: GPT2LMHeadModel with {model_hf.num_parameters():,} parameters, "
+      f"activation_function={hf_config.activation_function}, vocab_size={cfg.vocab_size}")
