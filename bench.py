@@ -1,0 +1,183 @@
+"""
+A much shorter version of train.py for benchmarking.
+mode='train': the training step alone, burn-in then timed: ms/iter, tokens/s and MFU (or a torch.profiler trace).
+mode='generate': generation tokens/s of a random-weight model with and without the KV cache, and their ratio.
+$ python bench.py --real_data=False --compile=False --device=cpu --n_layer=4 --n_head=4 --n_embd=128 --block_size=128
+$ python bench.py --mode=generate --device=cpu --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --vocab_size=65
+"""
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from data_io import open_tokens, read_meta
+from model import GPT, GPTConfig, device_peak_flops
+
+# -----------------------------------------------------------------------------
+mode = 'train' # 'train' (the training step) or 'generate' (tokens/s with and without the KV cache)
+batch_size = 12 # train mode: sequences per iteration
+block_size = 1024
+n_layer = 12 # model size, GPT-2 124M by default
+n_head = 12
+n_embd = 768
+bias = False
+dropout = 0.0 # 0 for determinism
+vocab_size = 50304 # random data and generate mode; real data takes its meta.pkl's when it has one
+real_data = True # batches from data/<dataset>/train.bin; False: one fixed random batch, no data loading
+dataset = 'openwebtext'
+seed = 1337
+device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu' # or 'cuda:1' etc.
+dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if torch.cuda.is_available() else 'float32' # autocast dtype on cuda
+compile = torch.cuda.is_available() # use PyTorch 2.0 to compile the model to be faster
+profile = False # train mode: a torch.profiler trace instead of the timing
+profile_dir = 'prof_bench' # the trace goes here; open it with TensorBoard or https://ui.perfetto.dev
+burnin_iters = 10 # untimed iterations first: compilation, allocator and caches warm up
+timed_iters = 20 # iterations that are timed
+peak_flops = 0.0 # FLOP/s that MFU is measured against; 0 = the device's own (see model.device_peak_flops)
+prompt_len = 100 # generate mode: tokens in the (random) prompt
+gen_tokens = 200 # generate mode: new tokens generated
+exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
+# -----------------------------------------------------------------------------
+
+if mode not in ('train', 'generate'):
+    sys.exit(f"error: unknown mode '{mode}': use 'train' or 'generate'")
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    sys.exit(f"error: unknown dtype '{dtype}': use float32, bfloat16 or float16")
+if min(batch_size, block_size, burnin_iters + 1, timed_iters, prompt_len, gen_tokens) <= 0:
+    sys.exit("error: batch_size, block_size, timed_iters, prompt_len and gen_tokens must be > 0, burnin_iters >= 0")
+torch.manual_seed(seed)
+torch.cuda.manual_seed(seed)
+torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
+torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
+device_type = 'cuda' if 'cuda' in device else 'cpu' # for later use in torch.autocast
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if device_type == 'cpu' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+sync = torch.cuda.synchronize if device_type == 'cuda' else lambda: None # timings must wait for the GPU
+
+
+def make_model(vocab_size):
+    gptconf = GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
+                        n_embd=n_embd, dropout=dropout, bias=bias)
+    return GPT(gptconf).to(device)
+
+
+if mode == 'generate':
+    # same random weights and prompt for both paths; greedy (top_k=1) so their tokens must agree
+    # (exactly in float32; in bf16/fp16 a near tie between two logits can make them part ways)
+    model = make_model(vocab_size).eval()
+    if compile:
+        model.compile() # in place, so that generate's calls to self() run compiled
+    x = torch.randint(vocab_size, (1, prompt_len), device=device)
+    print(f"generating {gen_tokens} tokens after a {prompt_len}-token prompt, {model.get_num_params()/1e6:.2f}M parameters, "
+          f"block_size {block_size}, vocab_size {vocab_size}, {device} {dtype if device_type == 'cuda' else 'float32'}")
+    results = {}
+    with ctx:
+        for use_kv_cache in (True, False):
+            model.generate(x, min(gen_tokens, 4), top_k=1, use_kv_cache=use_kv_cache) # warm-up (and compile)
+            sync()
+            t0 = time.time()
+            y = model.generate(x, gen_tokens, top_k=1, use_kv_cache=use_kv_cache)
+            sync()
+            dt = time.time() - t0
+            results[use_kv_cache] = (y, gen_tokens / dt)
+            print(f"{'with' if use_kv_cache else 'without'} KV cache: {gen_tokens / dt:.1f} tokens/s ({dt*1000/gen_tokens:.2f}ms/token)")
+    (y_kv, tps_kv), (y_full, tps_full) = results[True], results[False]
+    diff = (y_kv != y_full).nonzero()
+    same = "identical" if len(diff) == 0 else f"DIFFERENT, first at new token {diff[0, 1].item() - prompt_len}"
+    print(f"greedy tokens with and without the cache: {same}")
+    print(f"KV cache speedup: {tps_kv / tps_full:.2f}x")
+    sys.exit(0)
+
+# data loading init
+if real_data:
+    data_dir = os.path.join('data', dataset)
+    try:
+        meta = read_meta(data_dir)
+        vocab_size = meta.get('vocab_size', vocab_size)
+        train_data = open_tokens(data_dir, 'train', meta, vocab_size) # note ignore split in benchmarking script
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e} (or pass --real_data=False)")
+    if len(train_data) <= block_size:
+        sys.exit(f"error: {data_dir}/train.bin has {len(train_data)} tokens, fewer than block_size+1={block_size + 1}")
+    def get_batch():
+        ix = torch.randint(len(train_data) - block_size, (batch_size,))
+        x = torch.stack([torch.from_numpy((train_data[i:i+block_size]).astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy((train_data[i+1:i+1+block_size]).astype(np.int64)) for i in ix])
+        if device_type == 'cuda':
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x.to(device), y.to(device)
+else:
+    # alternatively, if fixed data is desired to not care about data loading
+    x = torch.randint(vocab_size, (batch_size, block_size), device=device)
+    y = torch.randint(vocab_size, (batch_size, block_size), device=device)
+    get_batch = lambda: (x, y)
+
+# model init
+model = make_model(vocab_size)
+optimizer = model.configure_optimizers(weight_decay=1e-2, learning_rate=1e-4, betas=(0.9, 0.95), device_type=device_type)
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16' and device_type == 'cuda')) # fp16 needs loss scaling
+raw_model = model
+if compile:
+    print("Compiling model...")
+    model = torch.compile(model) # pytorch 2.0
+peak = peak_flops or device_peak_flops(torch.device(device))
+tokens_per_iter = batch_size * block_size
+print(f"{raw_model.get_num_params()/1e6:.2f}M parameters, {tokens_per_iter:,} tokens per iteration, "
+      f"MFU against {peak/1e12:.2f} TFLOP/s ({torch.cuda.get_device_name(device) if device_type == 'cuda' else device})")
+
+
+def train_step(X, Y):
+    """ One optimizer step on (X, Y); returns the next batch (fetched while the GPU works) and the loss. """
+    with ctx:
+        logits, loss = model(X, Y)
+    X, Y = get_batch()
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return X, Y, loss.item() # .item() waits for the step to finish
+
+
+if profile:
+    # useful docs on pytorch profiler:
+    # - tutorial https://pytorch.org/tutorials/intermediate/tensorboard_profiler_tutorial.html
+    # - api https://pytorch.org/docs/stable/profiler.html#torch.profiler.profile
+    wait, warmup, active = 5, 5, 5
+    num_steps = wait + warmup + active
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device_type == 'cuda':
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(
+        activities=activities,
+        schedule=torch.profiler.schedule(wait=wait, warmup=warmup, active=active, repeat=1),
+        on_trace_ready=torch.profiler.tensorboard_trace_handler(profile_dir),
+        record_shapes=False,
+        profile_memory=False,
+        with_stack=False, # incurs an additional overhead, disable if not needed
+        with_flops=True,
+        with_modules=False, # only for torchscript models atm
+    ) as prof:
+        X, Y = get_batch()
+        for k in range(num_steps):
+            X, Y, lossf = train_step(X, Y)
+            print(f"{k}/{num_steps} loss: {lossf:.4f}")
+            prof.step() # notify the profiler at end of each step
+    print(f"profiler trace written to {os.path.abspath(profile_dir)}: `tensorboard --logdir {profile_dir}` "
+          f"or load the .pt.trace.json file in https://ui.perfetto.dev")
+else:
+    # simple benchmarking
+    sync()
+    for stage, num_steps in (('burn-in', burnin_iters), ('timed', timed_iters)):
+        X, Y = get_batch()
+        t_start = t0 = time.time()
+        for k in range(num_steps):
+            X, Y, lossf = train_step(X, Y)
+            t1 = time.time()
+            dt, t0 = t1 - t0, t1
+            print(f"{stage} iter {k}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {raw_model.estimate_mfu(batch_size, dt, peak)*100:.2f}%")
+    dt = time.time() - t_start
+    mfu = raw_model.estimate_mfu(batch_size * timed_iters, dt, peak)
+    print(f"time per iteration: {dt/timed_iters*1000:.2f}ms, {tokens_per_iter*timed_iters/dt:,.0f} tokens/s, MFU: {mfu*100:.2f}%")

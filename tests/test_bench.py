@@ -1,0 +1,78 @@
+"""bench.py guards: the training benchmark on real and random data (its loss is the model's loss, its
+summary's tokens/s and MFU follow from its ms/iter), the profiler trace, and the generation benchmark
+(KV cache and full recompute give the same greedy tokens; the ratio printed is the ratio of the rates)."""
+
+import json
+import math
+import re
+
+from conftest import run_script
+from data_io import read_meta
+from model import GPT, GPTConfig
+
+SHAPE = dict(n_layer=2, n_head=2, n_embd=32, block_size=16)
+ARGS = ['--device=cpu', '--compile=False', '--batch_size=2', *[f'--{k}={v}' for k, v in SHAPE.items()]]
+
+
+def summary(stdout):
+    """ (ms/iter, tokens/s, MFU %) from the final line. """
+    m = re.search(r"time per iteration: ([\d.]+)ms, ([\d,]+) tokens/s, MFU: ([\d.]+)%\n$", stdout)
+    assert m, stdout[-1000:]
+    return float(m[1]), float(m[2].replace(',', '')), float(m[3])
+
+
+def test_random_data(tmp_path):
+    import torch
+    p = run_script('bench.py', *ARGS, '--real_data=False', '--vocab_size=128', '--burnin_iters=2', '--timed_iters=3',
+                   '--peak_flops=1e12', '--seed=5', cwd=tmp_path)
+    assert len(re.findall(r"^burn-in iter \d: loss [\d.]+, time [\d.]+ms, mfu [\d.]+%$", p.stdout, re.M)) == 2
+    assert len(re.findall(r"^timed iter \d: loss [\d.]+, time [\d.]+ms, mfu [\d.]+%$", p.stdout, re.M)) == 3
+    # the first loss is the fresh model's on the fixed batch: rebuild both as bench.py draws them
+    torch.manual_seed(5)
+    x, y = torch.randint(128, (2, 16)), torch.randint(128, (2, 16))
+    model = GPT(GPTConfig(vocab_size=128, bias=False, **SHAPE))
+    first = float(re.search(r"burn-in iter 0: loss ([\d.]+)", p.stdout)[1])
+    assert abs(first - model(x, y)[1].item()) < 1e-4
+    ms, tokens_per_s, mfu = summary(p.stdout)
+    assert math.isclose(tokens_per_s, 2 * 16 / ms * 1000, rel_tol=0.01, abs_tol=0.5)  # printed as a whole number
+    assert math.isclose(mfu, model.flops_per_token() * 2 * 16 / (ms / 1000) / 1e12 * 100, rel_tol=0.01, abs_tol=0.01)
+
+
+def test_real_data(char_workdir):
+    p = run_script('bench.py', *ARGS, '--real_data=True', '--dataset=tiny_char', '--burnin_iters=1',
+                   '--timed_iters=2', cwd=char_workdir)
+    vocab_size = read_meta(char_workdir / 'data' / 'tiny_char')['vocab_size']  # the model takes meta.pkl's
+    n_params = GPT(GPTConfig(vocab_size=vocab_size, bias=False, **SHAPE)).get_num_params()
+    assert f"{n_params/1e6:.2f}M parameters, 32 tokens per iteration" in p.stdout
+    first = float(re.search(r"burn-in iter 0: loss ([\d.]+)", p.stdout)[1])
+    assert abs(first - math.log(vocab_size)) < 0.5  # a fresh model predicts about uniformly
+    summary(p.stdout)
+
+
+def test_missing_data_is_one_clear_error(tmp_path):
+    p = run_script('bench.py', *ARGS, '--dataset=nothere', cwd=tmp_path, check=False)
+    assert p.returncode != 0
+    assert p.stderr.strip() == ("error: data/nothere/train.bin not found: run `python data/nothere/prepare.py` first "
+                                "(or pass --real_data=False)")
+
+
+def test_profile_writes_a_trace(tmp_path):
+    p = run_script('bench.py', *ARGS, '--real_data=False', '--profile=True', '--profile_dir=trace', cwd=tmp_path)
+    assert len(re.findall(r"^\d+/15 loss: [\d.]+$", p.stdout, re.M)) == 15
+    folder = re.search(r"profiler trace written to (\S+):", p.stdout)[1]
+    assert folder == str(tmp_path / 'trace')
+    traces = list((tmp_path / 'trace').glob('*.pt.trace.json'))
+    assert len(traces) == 1
+    events = json.loads(traces[0].read_text())['traceEvents']
+    assert sum(e.get('name', '').startswith('ProfilerStep#') for e in events) == 5  # the 5 active steps
+
+
+def test_generate_mode(tmp_path):
+    # 8 + 30 tokens run past block_size 16: both paths slide their window
+    p = run_script('bench.py', *ARGS, '--mode=generate', '--vocab_size=64', '--prompt_len=8', '--gen_tokens=30',
+                   cwd=tmp_path)
+    assert "greedy tokens with and without the cache: identical" in p.stdout
+    with_cache = float(re.search(r"^with KV cache: ([\d.]+) tokens/s", p.stdout, re.M)[1])
+    without = float(re.search(r"^without KV cache: ([\d.]+) tokens/s", p.stdout, re.M)[1])
+    ratio = float(re.search(r"^KV cache speedup: ([\d.]+)x$", p.stdout, re.M)[1])
+    assert math.isclose(ratio, with_cache / without, rel_tol=0.05, abs_tol=0.01)  # rates printed rounded

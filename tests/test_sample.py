@@ -1,0 +1,201 @@
+"""sample.py guards: checkpoints (ours and the original nanoGPT's), GPT-2 from a local HF directory,
+char-level (meta.pkl) and GPT-2 BPE tokenization, string and FILE: prompts, seeding, and one clear error
+per bad input. Each sample printed must equal the decoded output of model.generate run here, with the same
+seed, on the same weights."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tiktoken
+import torch
+
+from conftest import make_char_dataset, run_script, tiny_text
+from data_io import load_meta, write_tokens
+from model import GPT, GPTConfig
+
+SEP = '\n---------------\n'
+TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32)
+
+
+def save_checkpoint(out_dir, model, dataset, nanogpt=False):
+    """ out_dir/ckpt.pt in the agreed layout; nanogpt=True: as the original nanoGPT wrote it from a
+    torch.compile'd model (keys prefixed '_orig_mod.', model_args without model_type/activation). """
+    model_args = dataclasses.asdict(model.config)
+    state = model.state_dict()
+    ckpt = dict(model=state, optimizer={}, model_args=model_args, iter_num=10, best_val_loss=2.5,
+                config={'dataset': dataset, 'out_dir': str(out_dir)})
+    if nanogpt:
+        ckpt['model'] = {'_orig_mod.' + k: v for k, v in state.items()}
+        ckpt['model_args'] = {k: model_args[k] for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias',
+                                                          'vocab_size', 'dropout')}
+    else:
+        ckpt.update(lora=None, rng={'torch': torch.get_rng_state()})
+    os.makedirs(out_dir, exist_ok=True)
+    torch.save(ckpt, os.path.join(out_dir, 'ckpt.pt'))
+
+
+def reference(model, start_ids, decode, seed, num_samples, max_new_tokens, temperature=1.0, top_k=None):
+    """ What sample.py must print, computed in this process. """
+    torch.manual_seed(seed)
+    x = torch.tensor([start_ids], dtype=torch.long)
+    out = ''
+    for _ in range(num_samples):
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)
+        out += decode(y[0].tolist()) + SEP
+    return out
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+    """ data/tiny_char (meta.pkl) with a char-level checkpoint in out_char, a nanoGPT-format one in
+    out_nanogpt, and a BPE checkpoint (dataset without meta.pkl) in out_bpe. """
+    wd = tmp_path_factory.mktemp('sample')
+    make_char_dataset(wd / 'data' / 'tiny_char')
+    meta = load_meta(wd / 'data' / 'tiny_char' / 'meta.pkl')
+    torch.manual_seed(0)
+    models = {
+        'char': GPT(GPTConfig(vocab_size=meta['vocab_size'], **TINY)).eval(),
+        'nanogpt': GPT(GPTConfig(vocab_size=meta['vocab_size'], activation='gelu_exact', bias=False, **TINY)).eval(),
+        'bpe': GPT(GPTConfig(vocab_size=50257, **TINY)).eval(),
+    }
+    save_checkpoint(wd / 'out_char', models['char'], 'tiny_char')
+    save_checkpoint(wd / 'out_nanogpt', models['nanogpt'], 'tiny_char', nanogpt=True)
+    save_checkpoint(wd / 'out_bpe', models['bpe'], 'tiny_bpe')
+    return wd, meta, models
+
+
+def output(p):
+    """ sample.py's stdout (info lines, then the samples), which must end with a separator. """
+    assert p.stdout.endswith(SEP), p.stdout[-500:]
+    return p.stdout
+
+
+@pytest.mark.parametrize('kind', ['char', 'nanogpt'])
+def test_char_level_string_and_file_prompt(workdir, kind):
+    wd, meta, models = workdir
+    text = tiny_text()  # the dataset's own characters: with or without ../shared
+    prompt = text[:15] + '\n' + text[30:40]
+    (wd / 'prompt.txt').write_text(prompt, encoding='utf-8')
+    args = [f'--out_dir=out_{kind}', '--device=cpu', '--num_samples=2', '--max_new_tokens=40', '--seed=7',
+            '--temperature=0.9', '--top_k=10']
+    p_str = run_script('sample.py', *args, f'--start={prompt}', cwd=wd)
+    p_file = run_script('sample.py', *args, '--start=FILE:prompt.txt', cwd=wd)
+    assert 'Loading meta from data/tiny_char/meta.pkl' in p_str.stdout
+    decode = lambda ids: ''.join(meta['itos'][i] for i in ids)
+    expected = reference(models[kind], [meta['stoi'][c] for c in prompt], decode, 7, 2, 40, 0.9, 10)
+    assert output(p_str).endswith(expected)
+    assert output(p_file).endswith(expected)  # same seed, same prompt from a file: the same text
+    assert expected.count(prompt) == 2 and len(expected) == 2 * (len(prompt) + 40 + len(SEP))
+
+
+@pytest.mark.parametrize('dataset', ['tiny_char', 'tiny_bpe'])
+def test_checkpoint_written_by_train_py(tmp_path, dataset):
+    """ End to end: train.py's checkpoint after 2 iterations; char-level with a FILE: prompt, and GPT-2 BPE
+    (no meta.pkl, so vocab_size 50304) with a string prompt. """
+    enc = tiktoken.get_encoding('gpt2')
+    text = tiny_text()
+    if dataset == 'tiny_char':
+        make_char_dataset(tmp_path / 'data' / dataset)
+        meta = load_meta(tmp_path / 'data' / dataset / 'meta.pkl')
+        encode, decode = (lambda s: [meta['stoi'][c] for c in s]), (lambda ids: ''.join(meta['itos'][i] for i in ids))
+        prompt, start = text[:12], '--start=FILE:prompt.txt'  # block_size is 16
+        (tmp_path / 'prompt.txt').write_text(prompt, encoding='utf-8')
+    else:
+        ids = np.array(enc.encode_ordinary(text[:20000]), dtype=np.uint16)
+        (tmp_path / 'data' / dataset).mkdir(parents=True)
+        write_tokens(tmp_path / 'data' / dataset / 'train.bin', ids[:4000], np.uint16)
+        write_tokens(tmp_path / 'data' / dataset / 'val.bin', ids[4000:], np.uint16)
+        encode, decode = enc.encode, enc.decode
+        prompt = text[:20]
+        start = f'--start={prompt}'
+    run_script('train.py', f'--dataset={dataset}', '--out_dir=out', '--device=cpu', '--compile=False', '--max_iters=2',
+               '--eval_interval=2', '--eval_iters=1', '--batch_size=2', '--block_size=16', '--n_layer=1', '--n_head=2',
+               '--n_embd=16', '--gradient_accumulation_steps=1', '--warmup_iters=0', cwd=tmp_path)
+    p = run_script('sample.py', '--out_dir=out', '--device=cpu', '--num_samples=2', '--max_new_tokens=10', '--seed=2',
+                   '--top_k=20', start, cwd=tmp_path)
+    checkpoint = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    model = GPT.from_checkpoint(checkpoint).eval()
+    assert model.config.vocab_size == (meta['vocab_size'] if dataset == 'tiny_char' else 50304)
+    expected = reference(model, encode(prompt), decode, 2, 2, 10, 0.8, 20)  # (a padding id here: KeyError)
+    assert output(p).endswith(expected)
+
+
+def test_bpe_checkpoint_uses_tiktoken(workdir):
+    wd, _, models = workdir
+    enc = tiktoken.get_encoding('gpt2')
+    prompt = 'Hello, my name is<|endoftext|>'
+    p = run_script('sample.py', '--out_dir=out_bpe', '--device=cpu', '--num_samples=2', '--max_new_tokens=12',
+                   '--seed=3', '--top_k=0', f'--start={prompt}', cwd=wd)
+    assert 'No meta.pkl found, assuming GPT-2 encodings' in p.stdout
+    start_ids = enc.encode(prompt, allowed_special={'<|endoftext|>'})
+    assert start_ids[-1] == enc.eot_token
+    assert output(p).endswith(reference(models['bpe'], start_ids, enc.decode, 3, 2, 12))
+
+
+def test_init_from_local_hf_dir(workdir, hf_gpt2_dir):
+    wd = workdir[0]
+    enc = tiktoken.get_encoding('gpt2')
+    p = run_script('sample.py', f'--init_from={hf_gpt2_dir}', '--device=cpu', '--num_samples=1',
+                   '--max_new_tokens=10', '--seed=5', '--start=The king', cwd=wd)
+    model = GPT.from_pretrained(str(hf_gpt2_dir)).eval()
+    assert output(p).endswith(reference(model, enc.encode('The king'), enc.decode, 5, 1, 10, 0.8, 200))
+
+
+def test_padding_ids_are_shown_not_a_crash(workdir):
+    """ vocab_size 50304 (GPT-2's 50257 padded): ids tiktoken can't decode appear as <|pad:id|>. """
+    wd = workdir[0]
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50304, **TINY)).eval()
+    with torch.no_grad():  # make id 50300 the certain pick: ln_f pushes dim 0 up, only row 50300 reads it
+        model.transformer.ln_f.bias[0] = 10.0
+        model.lm_head.weight[:, 0] = 0.0
+        model.lm_head.weight[50300] = 0.0
+        model.lm_head.weight[50300, 0] = 1.0
+    save_checkpoint(wd / 'out_pad', model, 'tiny_bpe')
+    p = run_script('sample.py', '--out_dir=out_pad', '--device=cpu', '--num_samples=1', '--max_new_tokens=3',
+                   '--top_k=1', '--start=Hi', cwd=wd)
+    assert p.stdout.endswith('Hi' + '<|pad:50300|>' * 3 + SEP)
+
+
+def test_prompt_longer_than_block_size_is_cropped(workdir):
+    wd, meta, models = workdir
+    prompt = tiny_text()[:50]  # block_size is 32
+    p = run_script('sample.py', '--out_dir=out_char', '--device=cpu', '--num_samples=1', '--max_new_tokens=5',
+                   '--seed=1', f'--start={prompt}', cwd=wd)
+    assert 'note: the prompt has 50 tokens, more than block_size=32: keeping the last 32' in p.stdout
+    decode = lambda ids: ''.join(meta['itos'][i] for i in ids)
+    expected = reference(models['char'], [meta['stoi'][c] for c in prompt[-32:]], decode, 1, 1, 5, 0.8, 200)
+    assert output(p).endswith('\n' + expected)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--start=the €~'], "the prompt has characters not in the vocabulary of data/tiny_char: '~' '€'"),
+    (['--out_dir=missing'], "out_dir 'missing' does not exist"),
+    (['--out_dir=data'], "no checkpoint data/ckpt.pt"),
+    (['--start=FILE:nowhere.txt'], "cannot read the prompt file 'nowhere.txt' given as --start=FILE:nowhere.txt: "
+                                   "No such file or directory"),
+    (['--max_new_tokens=0'], "max_new_tokens must be > 0, got 0"),
+    (['--temperature=0.0'], "temperature must be > 0, got 0.0"),
+    (['--init_from=gpt3'], "unknown init_from 'gpt3'"),
+    (['--start='], "the prompt is empty"),
+])
+def test_bad_input_is_one_clear_error(workdir, args, message):
+    wd, meta, _ = workdir
+    assert '~' not in meta['stoi'] and '€' not in meta['stoi']
+    p = run_script('sample.py', '--out_dir=out_char', '--device=cpu', '--max_new_tokens=5', *args, cwd=wd, check=False)
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()]  # one line, no traceback
+    assert p.stderr.startswith('error: ') and message in p.stderr, p.stderr
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_greedy_samples(workdir):
+    """ --compile=True compiles the model in place, so generate's calls run compiled (and agree). """
+    wd = workdir[0]
+    args = ['--out_dir=out_char', '--device=cpu', '--num_samples=1', '--max_new_tokens=20', '--top_k=1']
+    eager = run_script('sample.py', *args, '--compile=False', cwd=wd)
+    compiled = run_script('sample.py', *args, '--compile=True', cwd=wd, env={'TORCH_LOGS': 'guards'})
+    assert 'GUARDS:' in compiled.stderr and 'model.py:' in compiled.stderr  # dynamo compiled GPT.forward
+    assert output(compiled).split('Loading meta')[1] == output(eager).split('Loading meta')[1]
