@@ -1,0 +1,450 @@
+"""
+This training script can be run both on a single gpu (or a CPU, or a Mac's MPS) in debug mode,
+and also in a larger training run with distributed data parallel (ddp).
+
+To run on a single GPU, example:
+$ python train.py --batch_size=32 --compile=False
+
+To run on the CPU of a laptop, example:
+$ python train.py config/train_shakespeare_char_cpu.py
+
+To run with DDP on 4 gpus on 1 node, example:
+$ torchrun --standalone --nproc_per_node=4 train.py
+(on CPUs the same works, with gloo instead of nccl: add --device=cpu on a machine that has GPUs)
+
+To run with DDP on 4 gpus across 2 nodes, example:
+- Run on the first (master) node with example IP 123.456.123.456:
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
+- Run on the worker node:
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
+(If your cluster does not have Infiniband interconnect prepend NCCL_IB_DISABLE=1)
+"""
+
+import math
+import os
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from data_io import atomic_open, open_tokens, read_meta
+from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
+
+# -----------------------------------------------------------------------------
+# default config values designed to train a gpt2 (124M) on OpenWebText
+# I/O
+out_dir = 'out'
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False # if True, script exits right after the first eval
+always_save_checkpoint = True # if True, always save a checkpoint after each eval
+init_from = 'scratch' # 'scratch' or 'resume' or 'gpt2*' or a local Hugging Face GPT-2 directory
+# wandb logging
+wandb_log = False # disabled by default
+wandb_project = 'owt'
+wandb_run_name = 'gpt2' # 'run' + str(time.time())
+# data
+dataset = 'openwebtext'
+gradient_accumulation_steps = 5 * 8 # used to simulate larger batch sizes
+batch_size = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
+block_size = 1024
+# model
+model_type = 'gpt' # 'gpt', or 'bigram': the lecture's baseline, a vocab_size x vocab_size table of next-token logits
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0 # for pretraining 0 is good, for finetuning try 0.1+
+bias = False # do we use bias inside LayerNorm and Linear layers?
+activation = 'gelu' # feed-forward non-linearity: 'gelu' (GPT-2's tanh approximation), 'gelu_exact' or 'relu'
+gradient_checkpointing = False # recompute each Block's activations in backward: less memory, one more forward
+# LoRA finetuning
+lora_rank = 0 # 0 disables; else the base model is frozen and only rank-lora_rank adapters train
+lora_alpha = 16.0 # the adapters' output is scaled by lora_alpha / lora_rank
+lora_dropout = 0.0 # dropout on the adapters' input
+lora_targets = 'attn.c_attn,attn.c_proj' # comma-separated, from model.LORA_TARGETS (also mlp.c_fc, mlp.c_proj)
+# adamw optimizer
+learning_rate = 6e-4 # max learning rate
+max_iters = 600000 # total number of training iterations
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0 # clip gradients at this value, or disable if == 0.0
+# learning rate decay settings
+decay_lr = True # whether to decay the learning rate
+warmup_iters = 2000 # how many steps to warm up for
+lr_decay_iters = 600000 # should be ~= max_iters per Chinchilla
+min_lr = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
+# DDP settings
+backend = 'auto' # 'nccl', 'gloo', etc., or 'auto': nccl on cuda, gloo on cpu
+# system
+device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu' # or 'cuda:1' etc.
+dtype = 'auto' # 'float32', 'bfloat16', or 'float16' (uses a GradScaler); 'auto': bfloat16 (else float16) on cuda, float32 elsewhere
+compile = True # use PyTorch 2.0 to compile the model to be faster
+peak_flops = 0.0 # 0: the device's own peak (model.py's table); set it for your hardware
+seed = 1337
+# -----------------------------------------------------------------------------
+config_keys = [k for k,v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
+exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
+config = {k: globals()[k] for k in config_keys} # will be useful for logging
+# -----------------------------------------------------------------------------
+
+
+def first_line(e):
+    """ 'Type: first sentence' of an exception, for one-line messages. """
+    return f"{type(e).__name__}: {(str(e).strip() or '?').splitlines()[0].split('. ')[0]}"
+
+
+for name, least in dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, eval_interval=1, log_interval=1,
+                        eval_iters=1, max_iters=0, seed=0).items():
+    if globals()[name] < least:
+        sys.exit(f"error: {name} must be at least {least}, got {globals()[name]}")
+
+# various inits, derived attributes, I/O setup
+device_type = 'cuda' if 'cuda' in device else 'mps' if 'mps' in device else 'cpu' # for later use in torch.autocast
+if device_type != 'cpu' and not getattr(torch, device_type).is_available():
+    sys.exit(f"error: device='{device}' but this machine has no {device_type.upper()} that torch can use: use --device=cpu")
+if backend == 'auto':
+    backend = 'nccl' if device_type == 'cuda' else 'gloo'
+ddp = int(os.environ.get('RANK', -1)) != -1 # is this a ddp run?
+if ddp:
+    ddp_rank = int(os.environ['RANK'])
+    ddp_local_rank = int(os.environ['LOCAL_RANK'])
+    ddp_world_size = int(os.environ['WORLD_SIZE'])
+    # world_size number of processes will be training simultaneously, so we can scale
+    # down the desired gradient accumulation iterations per process proportionally
+    if gradient_accumulation_steps % ddp_world_size:
+        sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
+                 f"{ddp_world_size} processes: make it a multiple of --nproc_per_node x --nnodes")
+    gradient_accumulation_steps //= ddp_world_size
+    if device_type == 'cuda':
+        device = f'cuda:{ddp_local_rank}'
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+    master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
+    seed_offset = ddp_rank # each process draws its own batches and dropout masks
+else:
+    # if not ddp, we are running on a single device, and one process
+    master_process = True
+    seed_offset = 0
+    ddp_world_size = 1
+tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
+if master_process:
+    print(f"tokens per iteration will be: {tokens_per_iter:,}")
+
+if dtype == 'auto':
+    dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if device_type == 'cuda' else 'float32'
+ptdtypes = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+if dtype not in ptdtypes:
+    sys.exit(f"error: unknown dtype '{dtype}': use one of {', '.join(ptdtypes)} or auto")
+config.update(dtype=dtype, backend=backend) # record what 'auto' resolved to
+ptdtype = ptdtypes[dtype]
+# float32 runs without autocast; bfloat16/float16 autocast pays off on hardware with fast half-precision matmuls
+ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+if device_type == 'cuda':
+    torch.set_float32_matmul_precision('high') # allow tf32 on matmul
+
+if master_process and not eval_only:
+    try: # find out now, not at the first checkpoint an hour into training
+        os.makedirs(out_dir, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as e:
+        sys.exit(f"error: cannot write to out_dir '{out_dir}' ({e.strerror}): choose another one with --out_dir=...")
+
+# model init; iter_num and best_val_loss are overridden if init_from='resume' (i.e. from a checkpoint)
+iter_num = 0
+best_val_loss = 1e9
+checkpoint = None
+data_dir = os.path.join('data', dataset)
+torch.manual_seed(seed) # the same initial weights on every rank
+if init_from == 'scratch':
+    print("Initializing a new model from scratch")
+    try:
+        meta_vocab_size = read_meta(data_dir).get('vocab_size')
+        if meta_vocab_size is None:
+            print("defaulting to vocab_size of GPT-2 to 50304 (50257 rounded up for efficiency)")
+        model = build_model(GPTConfig(block_size=block_size, vocab_size=meta_vocab_size or 50304, n_layer=n_layer,
+                                      n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias,
+                                      model_type=model_type, activation=activation))
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+elif init_from == 'resume':
+    print(f"Resuming training from {out_dir}")
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    if not os.path.exists(ckpt_path):
+        sys.exit(f"error: init_from='resume' but {ckpt_path} does not exist: "
+                 f"point --out_dir to the run's folder, or start with init_from='scratch'")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
+        # the architecture (and LoRA adapters) are the checkpoint's; dropout can change between runs
+        checkpoint['model_args'] = {**checkpoint['model_args'], 'dropout': dropout}
+        model = GPT.from_checkpoint(checkpoint)
+        iter_num = checkpoint['iter_num']
+        best_val_loss = float(checkpoint['best_val_loss'])
+    except Exception as e:
+        sys.exit(f"error: cannot load {ckpt_path}, it is truncated, corrupt or not a train.py checkpoint "
+                 f"({first_line(e)}); restore a copy or start with init_from='scratch'")
+elif init_from in GPT2_SIZES or os.path.isdir(init_from):
+    if model_type != 'gpt':
+        sys.exit(f"error: init_from='{init_from}' is a GPT; model_type='{model_type}' trains from scratch only")
+    print(f"Initializing from OpenAI GPT-2 weights: {init_from}")
+    try:
+        model = GPT.from_pretrained(init_from, dict(dropout=dropout))
+    except (ValueError, RuntimeError) as e:
+        sys.exit(f"error: {e}")
+else:
+    sys.exit(f"error: unknown init_from '{init_from}': use 'scratch', 'resume', one of {', '.join(GPT2_SIZES)}, "
+             f"or a local Hugging Face GPT-2 directory")
+# crop down the model block size if desired, using model surgery
+if block_size < model.config.block_size:
+    model.crop_block_size(block_size)
+elif block_size > model.config.block_size:
+    sys.exit(f"error: block_size={block_size} is larger than the model's {model.config.block_size} ({init_from}): "
+             f"set --block_size={model.config.block_size} or less")
+model_args = asdict(model.config) # what GPT.from_checkpoint needs to rebuild it
+
+lora = checkpoint.get('lora') if checkpoint else None # resume: from_checkpoint rebuilt the adapters
+if lora_rank != 0 and init_from != 'resume':
+    lora = dict(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
+                targets=tuple(t.strip() for t in lora_targets.split(',') if t.strip()))
+    try:
+        apply_lora(model, **lora)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+if gradient_checkpointing:
+    if not isinstance(model, GPT):
+        sys.exit(f"error: gradient_checkpointing recomputes the Blocks of a GPT; model_type='{model_type}' has "
+                 f"none: set gradient_checkpointing=False")
+    model.gradient_checkpointing = True
+model.to(device)
+
+# poor man's data loader
+try: # the model's vocab_size is known now, so token ids that don't fit it are caught here
+    data = {split: open_tokens(data_dir, split, vocab_size=model.config.vocab_size) for split in ('train', 'val')}
+except (FileNotFoundError, ValueError) as e:
+    sys.exit(f"error: {e}")
+for split, tokens in data.items():
+    if len(tokens) <= block_size:
+        sys.exit(f"error: {tokens.filename} has {len(tokens):,} tokens, too few for block_size={block_size}: "
+                 f"use a block_size below {len(tokens)} or more data")
+
+
+def get_batch(split, ix):
+    """ The windows of `split` starting at offsets ix: inputs x and next-token targets y, on the device. """
+    # We recreate np.memmap every batch to avoid a memory leak, as per
+    # https://stackoverflow.com/questions/45132940/numpy-memmap-memory-usage-want-to-iterate-once/61472122#61472122
+    tokens = np.memmap(data[split].filename, dtype=data[split].dtype, mode='r')
+    x = torch.stack([torch.from_numpy((tokens[i:i+block_size]).astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy((tokens[i+1:i+1+block_size]).astype(np.int64)) for i in ix])
+    if device_type == 'cuda':
+        # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
+        x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    else:
+        x, y = x.to(device), y.to(device)
+    return x, y
+
+
+def rng_for(stream, step):
+    """ The random numbers of draw `step` of `stream` (0: batches, 1: dropout) on this rank depend on these
+    numbers alone, not on what ran before: a resumed run draws exactly what an uninterrupted one drew. """
+    return np.random.default_rng([seed, seed_offset, stream, step])
+
+
+def train_batch(step):
+    """ Micro-batch number `step` of this rank: random windows of train.bin. """
+    return get_batch('train', rng_for(0, step).integers(len(data['train']) - block_size, size=batch_size))
+
+
+# evaluation reads the same evenly spread windows each time: its numbers compare across evals and runs
+eval_windows = {split: np.linspace(0, len(tokens) - block_size - 1, eval_iters * batch_size).astype(np.int64)
+                .reshape(eval_iters, batch_size) for split, tokens in data.items()}
+
+# initialize a GradScaler. If enabled=False scaler is a no-op
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+
+# optimizer: configure_optimizers takes the trainable parameters only (with LoRA, the adapters)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, verbose=master_process)
+if checkpoint is not None:
+    try:
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        if checkpoint.get('scaler'): # float16 runs: the loss scale it had found
+            scaler.load_state_dict(checkpoint['scaler'])
+    except (KeyError, ValueError) as e:
+        sys.exit(f"error: the optimizer state in {ckpt_path} does not fit the model ({first_line(e)})")
+checkpoint = None # free up memory
+
+# compile the model
+raw_model = model # the plain module: its state_dict has no '_orig_mod.'/'module.' prefixes
+X, Y = train_batch(iter_num * gradient_accumulation_steps) # fetch the very first batch
+if compile:
+    if master_process:
+        print("compiling the model... (takes a ~minute)")
+    try:
+        model = torch.compile(raw_model)
+        # compilation happens on the first calls: make them now (an evaluation, and a training forward-backward),
+        # so that a compiler that fails falls back to eager here instead of crashing the run
+        raw_model.eval()
+        with torch.no_grad(), ctx:
+            model(X, Y)
+        raw_model.train()
+        if not eval_only:
+            with ctx:
+                _, loss = model(X, Y)
+            loss.backward()
+    except Exception as e:
+        model = raw_model.train()
+        print(f"warning: torch.compile failed, running without it ({first_line(e)})")
+    raw_model.zero_grad(set_to_none=True)
+
+# wrap model into DDP container; evaluation runs on the unwrapped model, on rank 0 only
+train_model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None) if ddp else model
+
+
+# helps estimate an arbitrarily accurate loss over either split using many batches
+@torch.no_grad()
+def estimate_loss():
+    out = {}
+    model.eval()
+    for split in ['train', 'val']:
+        losses = torch.zeros(eval_iters)
+        for k, ix in enumerate(eval_windows[split]):
+            X, Y = get_batch(split, ix)
+            with ctx:
+                logits, loss = model(X, Y)
+            losses[k] = loss.item()
+        out[split] = losses.mean().item()
+    model.train()
+    return out
+
+
+# learning rate decay scheduler (cosine with warmup)
+def get_lr(it):
+    # 1) linear warmup for warmup_iters steps, starting above 0: a step at lr 0 would be wasted
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    # 2) if it >= lr_decay_iters, return min learning rate
+    if it >= lr_decay_iters:
+        return min_lr
+    # 3) in between, use cosine decay down to min learning rate
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) # coeff ranges 0..1
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def diverged(what, value):
+    sys.exit(f"error: {what} is {value} at iter {iter_num}: training diverged; lower learning_rate (or use "
+             f"bfloat16/float32 instead of float16). The last good checkpoint in {out_dir} is untouched")
+
+
+# logging
+if wandb_log and master_process:
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+
+# training loop
+t0 = time.time()
+local_iter_num = 0 # number of iterations in the lifetime of this process
+running_mfu = -1.0
+while True:
+
+    # determine and set the learning rate for this iteration
+    lr = get_lr(iter_num) if decay_lr else learning_rate
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr
+
+    # evaluate the loss on train/val sets and write checkpoints
+    if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and master_process:
+        losses = estimate_loss()
+        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        for split, loss in losses.items():
+            if not math.isfinite(loss):
+                diverged(f"the {split} loss", loss)
+        if wandb_log:
+            wandb.log({
+                "iter": iter_num,
+                "train/loss": losses['train'],
+                "val/loss": losses['val'],
+                "lr": lr,
+                "mfu": running_mfu*100, # convert to percentage
+            })
+        if losses['val'] < best_val_loss or always_save_checkpoint:
+            best_val_loss = min(best_val_loss, losses['val'])
+            if iter_num > 0 and not eval_only:
+                checkpoint = {
+                    'model': raw_model.state_dict(),
+                    'optimizer': optimizer.state_dict(),
+                    'model_args': model_args,
+                    'iter_num': iter_num,
+                    'best_val_loss': best_val_loss,
+                    'config': config,
+                    'lora': lora,
+                    'scaler': scaler.state_dict(),
+                }
+                print(f"saving checkpoint to {out_dir}")
+                with atomic_open(os.path.join(out_dir, 'ckpt.pt')) as f: # a crash mid-save keeps the old one
+                    torch.save(checkpoint, f)
+                checkpoint = None
+        t0 = time.time() # the evaluation is not part of the iteration's time
+    if eval_only or iter_num >= max_iters:
+        break
+
+    # forward backward update, with optional gradient accumulation to simulate larger batch size
+    # and using the GradScaler if data type is float16
+    torch.manual_seed(int(rng_for(1, iter_num).integers(2**63))) # this iteration's dropout masks
+    train_loss = 0.0
+    for micro_step in range(gradient_accumulation_steps):
+        if ddp:
+            # in DDP training we only need to sync gradients at the last micro step.
+            # the official way to do this is with model.no_sync() context manager, but
+            # I really dislike that this bloats the code and forces us to repeat code
+            # looking at the source of that context manager, it just toggles this variable
+            train_model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
+        with ctx:
+            logits, loss = train_model(X, Y)
+            loss = loss / gradient_accumulation_steps # scale the loss to account for gradient accumulation
+        # immediately async prefetch next batch while model is doing the forward pass on the GPU
+        X, Y = train_batch(iter_num * gradient_accumulation_steps + micro_step + 1)
+        # backward pass, with gradient scaling if training in fp16
+        scaler.scale(loss).backward()
+        train_loss += loss.detach()
+    # clip the gradient
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    # step the optimizer and scaler if training in fp16
+    scaler.step(optimizer)
+    scaler.update()
+    # flush the gradients as soon as we can, no need for this memory anymore
+    optimizer.zero_grad(set_to_none=True)
+
+    # timing and logging
+    t1 = time.time()
+    dt = t1 - t0
+    t0 = t1
+    if iter_num % log_interval == 0 and master_process:
+        # the mean loss over this iteration's micro-batches. note: this is a CPU-GPU sync point
+        lossf = train_loss.item()
+        if not math.isfinite(lossf):
+            diverged("the loss", lossf)
+        if local_iter_num >= 5: # let the training loop settle a bit
+            mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops or None)
+            running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
+        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {running_mfu*100:.2f}%")
+    iter_num += 1
+    local_iter_num += 1
+
+if ddp:
+    # all-reduced gradients keep the replicas identical; one number per rank shows that they are
+    checksums = [None] * ddp_world_size
+    dist.all_gather_object(checksums, sum(p.detach().double().sum().item() for p in raw_model.parameters()))
+    if master_process:
+        print(f"weight checksum per rank: {checksums}")
+        if len(set(checksums)) > 1:
+            sys.exit("error: the DDP ranks ended with different weights")
+    dist.destroy_process_group()
