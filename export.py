@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from model import GPT, merge_lora
+from model import GPT, HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
 
 # -----------------------------------------------------------------------------
 out_dir = 'out' # directory holding the ckpt.pt written by train.py
@@ -47,13 +47,12 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402  (slow import
 eot = 50256 if cfg.vocab_size > 50256 else None  # GPT-2's <|endoftext|>; a character vocabulary has none
 hf_config = GPT2Config(
     vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-    n_head=cfg.n_head, activation_function={'gelu': 'gelu_new', 'gelu_exact': 'gelu', 'relu': 'relu'}[cfg.activation],
+    n_head=cfg.n_head, activation_function=next(hf for hf, ours in HF_ACTIVATIONS.items() if ours == cfg.activation),
     resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5,
     bos_token_id=eot, eos_token_id=eot)
 model_hf = GPT2LMHeadModel(hf_config)
-# the parameter names are the same; HF's Conv1D stores these weights as (in, out): transpose them
-transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-sd = {k: v.t() if k.endswith(transposed) else v for k, v in model.state_dict().items()}
+# the parameter names are the same; HF's Conv1D weights are transposed
+sd = {k: v.t() if k.endswith(HF_CONV1D_WEIGHTS) else v for k, v in model.state_dict().items()}
 if not cfg.bias:
     sd.update({k: torch.zeros_like(v) for k, v in model_hf.state_dict().items() if k.endswith('.bias')})
 model_hf.load_state_dict(sd)  # strict: every tensor has its counterpart

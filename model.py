@@ -35,6 +35,10 @@ GPU_PEAK_FLOPS = [('H200', 989e12), ('GH200', 989e12), ('H100 PCIe', 756e12), ('
                   ('A100', 312e12), ('L40S', 362e12), ('L4', 121e12), ('A10', 125e12),
                   ('RTX 4090', 165e12), ('RTX 3090', 71e12), ('V100', 125e12), ('T4', 65e12)]
 CPU_PEAK_FLOPS_PER_THREAD = 1e11  # ~ one AVX2/AVX-512 core doing fp32 FMAs at 2.5-3.5 GHz
+# Hugging Face's GPT-2: its Conv1D modules store these weights as (in, out), transposed from nn.Linear;
+# and its activation_function names for ours (export.py writes the first name of each of ours)
+HF_CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+HF_ACTIVATIONS = {'gelu_new': 'gelu', 'gelu_pytorch_tanh': 'gelu', 'gelu': 'gelu_exact', 'relu': 'relu'}
 
 
 @dataclass
@@ -391,19 +395,16 @@ class GPT(LanguageModel):
         hf = model_hf.config
         if hf.scale_attn_by_inverse_layer_idx or hf.reorder_and_upcast_attn or not hf.scale_attn_weights:
             raise ValueError(f"{model_type}: attention scaling variants of GPT2Config are not supported")
-        activation = {'gelu_new': 'gelu', 'gelu_pytorch_tanh': 'gelu', 'gelu': 'gelu_exact', 'relu': 'relu'}
-        if hf.activation_function not in activation:
+        if hf.activation_function not in HF_ACTIVATIONS:
             raise ValueError(f"{model_type}: activation_function '{hf.activation_function}' is not supported")
         config_args = dict(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, vocab_size=hf.vocab_size,
-                           block_size=hf.n_positions, bias=True, activation=activation[hf.activation_function])
+                           block_size=hf.n_positions, bias=True, activation=HF_ACTIVATIONS[hf.activation_function])
         if 'dropout' in override_args:
             print(f"overriding dropout rate to {override_args['dropout']}")
             config_args['dropout'] = override_args['dropout']
         model = GPT(GPTConfig(**config_args))
         sd = model.state_dict()
         sd_hf = model_hf.state_dict()
-        # HF's GPT-2 uses a Conv1D module, which stores these weights as (in, out): transpose them
-        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
         sd_keys_hf = [k for k in sd_hf if not k.endswith(('.attn.masked_bias', '.attn.bias'))]  # buffers
         missing = set(sd) - set(sd_keys_hf) - {'transformer.wte.weight'}  # wte is tied to lm_head
         if missing:
@@ -412,7 +413,7 @@ class GPT(LanguageModel):
             for k in sd_keys_hf:
                 if k not in sd:
                     continue
-                src = sd_hf[k].t() if k.endswith(transposed) else sd_hf[k]
+                src = sd_hf[k].t() if k.endswith(HF_CONV1D_WEIGHTS) else sd_hf[k]
                 assert src.shape == sd[k].shape, f"{k}: {tuple(src.shape)} vs {tuple(sd[k].shape)}"
                 sd[k].copy_(src)
         return model

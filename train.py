@@ -39,27 +39,27 @@ from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
 # I/O
-out_dir = 'out'
-eval_interval = 2000
-log_interval = 1
-eval_iters = 200
+out_dir = 'out' # checkpoints (ckpt.pt) go here
+eval_interval = 2000 # evaluate train/val loss (and maybe checkpoint) every this many iterations
+log_interval = 1 # print the `iter N: loss ...` line every this many iterations
+eval_iters = 200 # batches per split in each evaluation
 eval_only = False # if True, script exits right after the first eval
 always_save_checkpoint = True # if True, always save a checkpoint after each eval
 init_from = 'scratch' # 'scratch' or 'resume' or 'gpt2*' or a local Hugging Face GPT-2 directory
 # wandb logging
 wandb_log = False # disabled by default
-wandb_project = 'owt'
+wandb_project = 'owt' # wandb project name
 wandb_run_name = 'gpt2' # 'run' + str(time.time())
 # data
-dataset = 'openwebtext'
+dataset = 'openwebtext' # reads data/<dataset>/train.bin, val.bin (and meta.pkl)
 gradient_accumulation_steps = 5 * 8 # used to simulate larger batch sizes
 batch_size = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
-block_size = 1024
+block_size = 1024 # context length in tokens
 # model
 model_type = 'gpt' # 'gpt', or 'bigram': the lecture's baseline, a vocab_size x vocab_size table of next-token logits
-n_layer = 12
-n_head = 12
-n_embd = 768
+n_layer = 12 # transformer blocks
+n_head = 12 # attention heads per block; must divide n_embd
+n_embd = 768 # width of the residual stream
 dropout = 0.0 # for pretraining 0 is good, for finetuning try 0.1+
 bias = False # do we use bias inside LayerNorm and Linear layers?
 activation = 'gelu' # feed-forward non-linearity: 'gelu' (GPT-2's tanh approximation), 'gelu_exact' or 'relu'
@@ -72,9 +72,9 @@ lora_targets = 'attn.c_attn,attn.c_proj' # comma-separated, from model.LORA_TARG
 # adamw optimizer
 learning_rate = 6e-4 # max learning rate
 max_iters = 600000 # total number of training iterations
-weight_decay = 1e-1
-beta1 = 0.9
-beta2 = 0.95
+weight_decay = 1e-1 # AdamW decay of the 2-D weights (not biases or layernorms)
+beta1 = 0.9 # AdamW beta1
+beta2 = 0.95 # AdamW beta2
 grad_clip = 1.0 # clip gradients at this value, or disable if == 0.0
 # learning rate decay settings
 decay_lr = True # whether to decay the learning rate
@@ -88,7 +88,7 @@ device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is
 dtype = 'auto' # 'float32', 'bfloat16', or 'float16' (uses a GradScaler); 'auto': bfloat16 (else float16) on cuda, float32 elsewhere
 compile = True # use PyTorch 2.0 to compile the model to be faster
 peak_flops = 0.0 # 0: the device's own peak (model.py's table); set it for your hardware
-seed = 1337
+seed = 1337 # initial weights; batches and dropout are seeded from (seed, rank, iteration)
 # -----------------------------------------------------------------------------
 config_keys = [k for k,v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
@@ -149,6 +149,8 @@ ptdtype = ptdtypes[dtype]
 ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 if device_type == 'cuda':
     torch.set_float32_matmul_precision('high') # allow tf32 on matmul
+else: # denormal floats appear as training goes on and slow CPU math down; treat them as zero
+    torch.set_flush_denormal(True)
 
 if master_process and not eval_only:
     try: # find out now, not at the first checkpoint an hour into training

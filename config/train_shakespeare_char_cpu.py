@@ -12,22 +12,22 @@ always_save_checkpoint = False # only when val improves
 
 dataset = 'shakespeare_char'
 gradient_accumulation_steps = 1
-batch_size = 16
+batch_size = 8 # small batches, many steps: at this size more updates beat bigger ones
 block_size = 128 # context of up to 128 previous characters
 
 # a small GPT, sized for minutes of CPU time
-n_layer = 4
+n_layer = 3
 n_head = 4
 n_embd = 128
 activation = 'gelu_exact' # the erf GELU: aten's CPU kernel for it is faster than the tanh approximation's
 dropout = 0.0
 
-learning_rate = 2e-3 # a model this small takes a high learning rate
-max_iters = 1500
-lr_decay_iters = 1500 # make equal to max_iters usually
-min_lr = 2e-4 # learning_rate / 10 usually
+learning_rate = 4e-3 # a model this small takes a high learning rate
+max_iters = 2500
+lr_decay_iters = 2500 # make equal to max_iters usually
+min_lr = 1e-4 # decaying far below learning_rate/10 pays off in a run this short
 beta2 = 0.99 # make a bit bigger because number of tokens per iter is small
-warmup_iters = 50
+warmup_iters = 100
 
 device = 'cpu'
 compile = False # here matmuls and SDPA attention dominate: compiling costs more time than it saves
