@@ -149,7 +149,7 @@ ptdtype = ptdtypes[dtype]
 ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 if device_type == 'cuda':
     torch.set_float32_matmul_precision('high') # allow tf32 on matmul
-else: # denormal floats appear as training goes on and slow CPU math down; treat them as zero
+else: # x86 CPUs take a slow path for denormal floats (tiny values); flushing them to zero costs nothing
     torch.set_flush_denormal(True)
 
 if master_process and not eval_only:

@@ -13,13 +13,13 @@ import torch
 
 from conftest import make_char_dataset, run_script, tiny_text
 from data_io import load_meta, write_tokens
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, apply_lora
 
 SEP = '\n---------------\n'
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32)
 
 
-def save_checkpoint(out_dir, model, dataset, nanogpt=False):
+def save_checkpoint(out_dir, model, dataset, nanogpt=False, lora=None):
     """ out_dir/ckpt.pt in the agreed layout; nanogpt=True: as the original nanoGPT wrote it from a
     torch.compile'd model (keys prefixed '_orig_mod.', model_args without model_type/activation). """
     model_args = dataclasses.asdict(model.config)
@@ -31,7 +31,7 @@ def save_checkpoint(out_dir, model, dataset, nanogpt=False):
         ckpt['model_args'] = {k: model_args[k] for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias',
                                                           'vocab_size', 'dropout')}
     else:
-        ckpt.update(lora=None, rng={'torch': torch.get_rng_state()})
+        ckpt.update(lora=lora)
     os.makedirs(out_dir, exist_ok=True)
     torch.save(ckpt, os.path.join(out_dir, 'ckpt.pt'))
 
@@ -199,3 +199,21 @@ def test_compile_gives_the_same_greedy_samples(workdir):
     compiled = run_script('sample.py', *args, '--compile=True', cwd=wd, env={'TORCH_LOGS': 'guards'})
     assert 'GUARDS:' in compiled.stderr and 'model.py:' in compiled.stderr  # dynamo compiled GPT.forward
     assert output(compiled).split('Loading meta')[1] == output(eager).split('Loading meta')[1]
+
+
+def test_lora_checkpoint(workdir, tmp_path):
+    """ A LoRA checkpoint (adapters trained away from zero) samples what the adapted model generates. """
+    wd, meta, models = workdir
+    torch.manual_seed(1)
+    lora = dict(rank=4, alpha=8.0, dropout=0.0, targets=('attn.c_attn', 'mlp.c_fc'))
+    model = apply_lora(GPT(GPTConfig(vocab_size=meta['vocab_size'], **TINY)), **lora).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('lora_B'):
+                p.normal_(0, 0.5)
+    save_checkpoint(wd / 'out_lora', model, 'tiny_char', lora=lora)
+    p = run_script('sample.py', '--out_dir=out_lora', '--device=cpu', '--num_samples=2', '--max_new_tokens=30',
+                   '--seed=5', '--start=a', cwd=wd)
+    decode = lambda ids: ''.join(meta['itos'][i] for i in ids)
+    expected = reference(model, [meta['stoi']['a']], decode, 5, 2, 30, temperature=0.8, top_k=200)
+    assert output(p).endswith(expected)
