@@ -16,21 +16,21 @@ wandb_run_name = 'mini-gpt'
 
 dataset = 'python_char'
 gradient_accumulation_steps = 1
-batch_size = 16
+batch_size = 8 # small batches, many steps (see train_shakespeare_char_cpu.py)
 block_size = 128 # context of up to 128 previous characters (a few lines of code)
 
-n_layer = 4
+n_layer = 3
 n_head = 4
 n_embd = 128
 activation = 'gelu_exact' # the erf GELU: aten's CPU kernel for it is faster than the tanh approximation's
 dropout = 0.0
 
-learning_rate = 2e-3 # a model this small takes a high learning rate
-max_iters = 1500
-lr_decay_iters = 1500 # make equal to max_iters usually
-min_lr = 2e-4 # learning_rate / 10 usually
+learning_rate = 4e-3 # a model this small takes a high learning rate
+max_iters = 2500
+lr_decay_iters = 2500 # make equal to max_iters usually
+min_lr = 1e-4 # decaying far below learning_rate/10 pays off in a run this short
 beta2 = 0.99 # make a bit bigger because number of tokens per iter is small
-warmup_iters = 50
+warmup_iters = 100
 
 device = 'cpu' # remove to use a GPU when there is one
 compile = False # here matmuls and SDPA attention dominate: compiling costs more time than it saves
