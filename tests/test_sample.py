@@ -13,7 +13,7 @@ import torch
 
 from conftest import make_char_dataset, run_script, tiny_text
 from data_io import load_meta, write_tokens
-from model import GPT, GPTConfig, apply_lora
+from model import GPT, GPTConfig, apply_lora, build_model
 
 SEP = '\n---------------\n'
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32)
@@ -216,4 +216,19 @@ def test_lora_checkpoint(workdir, tmp_path):
                    '--seed=5', '--start=a', cwd=wd)
     decode = lambda ids: ''.join(meta['itos'][i] for i in ids)
     expected = reference(model, [meta['stoi']['a']], decode, 5, 2, 30, temperature=0.8, top_k=200)
+    assert output(p).endswith(expected)
+
+
+def test_bigram_checkpoint(workdir):
+    """ model_type='bigram' samples through the same script: what its table generates, decoded. """
+    wd, meta, models = workdir
+    torch.manual_seed(2)
+    model = build_model(GPTConfig(model_type='bigram', vocab_size=meta['vocab_size'], block_size=32)).eval()
+    with torch.no_grad():
+        model.token_embedding_table.weight.normal_(0, 2.0)  # a peaked table, unlike the near-uniform init
+    save_checkpoint(wd / 'out_bigram', model, 'tiny_char')
+    p = run_script('sample.py', '--out_dir=out_bigram', '--device=cpu', '--num_samples=2', '--max_new_tokens=50',
+                   '--seed=7', '--start=a', cwd=wd)
+    decode = lambda ids: ''.join(meta['itos'][i] for i in ids)
+    expected = reference(model, [meta['stoi']['a']], decode, 7, 2, 50, temperature=0.8, top_k=200)
     assert output(p).endswith(expected)
