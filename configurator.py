@@ -1,5 +1,6 @@
 """
-Poor Man's Configurator, exec'd at the top of train.py, sample.py and bench.py (it sees their globals):
+Poor Man's Configurator, exec'd at the top of train.py, sample.py, bench.py, export.py and data/*/prepare.py
+(it sees their globals):
 $ python train.py config/override_file.py --batch_size=32
 Positional arguments are config files (Python, exec'd with the script's settings in scope), then
 --key=value overrides, both applied in order. A setting is any global of the script that is a bool,

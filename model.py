@@ -13,7 +13,7 @@ Then the extensions that work around the model: Bigram (the lecture's baseline) 
 import inspect
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
