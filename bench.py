@@ -1,10 +1,13 @@
 """
 A much shorter version of train.py for benchmarking.
 mode='train': the training step alone, burn-in then timed: ms/iter, tokens/s and MFU (or a torch.profiler trace).
+mode='compile': the same training step eager and compiled, timed in alternating blocks: both ms/iter and their ratio.
 mode='generate': generation tokens/s of a random-weight model with and without the KV cache, and their ratio.
 $ python bench.py --real_data=False --compile=False --device=cpu --n_layer=4 --n_head=4 --n_embd=128 --block_size=128
+$ python bench.py --mode=compile --real_data=False --device=cpu --n_layer=3 --n_head=4 --n_embd=128 --block_size=128 --batch_size=8 --vocab_size=65
 $ python bench.py --mode=generate --device=cpu --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --vocab_size=65
 """
+import copy
 import os
 import sys
 import time
@@ -17,20 +20,21 @@ from data_io import open_tokens, read_meta
 from model import GPT, GPTConfig, device_peak_flops
 
 # -----------------------------------------------------------------------------
-mode = 'train' # 'train' (the training step) or 'generate' (tokens/s with and without the KV cache)
+mode = 'train' # 'train' (the training step), 'compile' (eager vs compiled step) or 'generate' (with vs without the KV cache)
 batch_size = 12 # train mode: sequences per iteration
 block_size = 1024
 n_layer = 12 # model size, GPT-2 124M by default
 n_head = 12
 n_embd = 768
 bias = False
+activation = 'gelu' # 'gelu' (tanh approximation), 'gelu_exact' or 'relu', as in train.py
 dropout = 0.0 # 0 for determinism
 vocab_size = 50304 # random data and generate mode; real data takes its meta.pkl's when it has one
 real_data = True # batches from data/<dataset>/train.bin; False: one fixed random batch, no data loading
 dataset = 'openwebtext'
 seed = 1337
 device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu' # or 'cuda:1' etc.
-dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if torch.cuda.is_available() else 'float32' # autocast dtype on cuda
+dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if torch.cuda.is_available() else 'float32' # autocast dtype
 compile = torch.cuda.is_available() # use PyTorch 2.0 to compile the model to be faster
 profile = False # train mode: a torch.profiler trace instead of the timing
 profile_dir = 'prof_bench' # the trace goes here; open it with TensorBoard or https://ui.perfetto.dev
@@ -42,8 +46,8 @@ gen_tokens = 200 # generate mode: new tokens generated
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
-if mode not in ('train', 'generate'):
-    sys.exit(f"error: unknown mode '{mode}': use 'train' or 'generate'")
+if mode not in ('train', 'compile', 'generate'):
+    sys.exit(f"error: unknown mode '{mode}': use 'train', 'compile' or 'generate'")
 if dtype not in ('float32', 'bfloat16', 'float16'):
     sys.exit(f"error: unknown dtype '{dtype}': use float32, bfloat16 or float16")
 if min(batch_size, block_size, burnin_iters + 1, timed_iters, prompt_len, gen_tokens) <= 0:
@@ -54,13 +58,13 @@ torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
 torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
 device_type = 'cuda' if 'cuda' in device else 'cpu' # for later use in torch.autocast
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if device_type == 'cpu' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 sync = torch.cuda.synchronize if device_type == 'cuda' else lambda: None # timings must wait for the GPU
 
 
 def make_model(vocab_size):
     gptconf = GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
-                        n_embd=n_embd, dropout=dropout, bias=bias)
+                        n_embd=n_embd, dropout=dropout, bias=bias, activation=activation)
     return GPT(gptconf).to(device)
 
 
@@ -72,7 +76,7 @@ if mode == 'generate':
         model.compile() # in place, so that generate's calls to self() run compiled
     x = torch.randint(vocab_size, (1, prompt_len), device=device)
     print(f"generating {gen_tokens} tokens after a {prompt_len}-token prompt, {model.get_num_params()/1e6:.2f}M parameters, "
-          f"block_size {block_size}, vocab_size {vocab_size}, {device} {dtype if device_type == 'cuda' else 'float32'}")
+          f"block_size {block_size}, vocab_size {vocab_size}, {device} {dtype}")
     results = {}
     with ctx:
         for use_kv_cache in (True, False):
@@ -115,30 +119,63 @@ else:
     y = torch.randint(vocab_size, (batch_size, block_size), device=device)
     get_batch = lambda: (x, y)
 
+def make_train_step(model):
+    """ A step function for model (plain or compiled) with an optimizer of its own. """
+    raw = getattr(model, '_orig_mod', model)
+    optimizer = raw.configure_optimizers(weight_decay=1e-2, learning_rate=1e-4, betas=(0.9, 0.95), device_type=device_type,
+                                         verbose=False)
+    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16' and device_type == 'cuda')) # fp16 needs loss scaling
+
+    def train_step(X, Y):
+        """ One optimizer step on (X, Y); returns the next batch (fetched while the GPU works) and the loss. """
+        with ctx:
+            logits, loss = model(X, Y)
+        X, Y = get_batch()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return X, Y, loss.item() # .item() waits for the step to finish
+    return train_step
+
+
 # model init
-model = make_model(vocab_size)
-optimizer = model.configure_optimizers(weight_decay=1e-2, learning_rate=1e-4, betas=(0.9, 0.95), device_type=device_type)
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16' and device_type == 'cuda')) # fp16 needs loss scaling
-raw_model = model
+raw_model = make_model(vocab_size)
+peak = peak_flops or device_peak_flops(torch.device(device))
+tokens_per_iter = batch_size * block_size
+print(f"{raw_model.get_num_params()/1e6:.2f}M parameters, {tokens_per_iter:,} tokens per iteration, {dtype}, "
+      f"MFU against {peak/1e12:.2f} TFLOP/s ({torch.cuda.get_device_name(device) if device_type == 'cuda' else device})")
+
+if mode == 'compile':
+    # two copies with the same weights; timing them in alternating blocks of 5 iterations puts the
+    # machine's drift in speed on both alike
+    steps = {'eager': make_train_step(copy.deepcopy(raw_model)), 'compiled': make_train_step(torch.compile(raw_model))}
+    X, Y = get_batch()
+    for name, train_step in steps.items():
+        t0 = time.time()
+        _, _, lossf = train_step(X, Y) # the same first batch for both: their losses must agree
+        for _ in range(burnin_iters):
+            train_step(*get_batch())
+        print(f"{name}: first loss {lossf:.4f}, burn-in {time.time() - t0:.1f}s")
+    totals = dict.fromkeys(steps, 0.0)
+    for done in range(0, timed_iters, 5):
+        for name, train_step in steps.items():
+            X, Y = get_batch()
+            t0 = time.time()
+            for _ in range(min(5, timed_iters - done)):
+                X, Y, lossf = train_step(X, Y)
+            totals[name] += time.time() - t0
+    for name, dt in totals.items():
+        print(f"{name}: {dt/timed_iters*1000:.2f}ms/iter, {tokens_per_iter*timed_iters/dt:,.0f} tokens/s, "
+              f"MFU: {raw_model.estimate_mfu(batch_size * timed_iters, dt, peak)*100:.2f}%")
+    print(f"compile speedup: {totals['eager'] / totals['compiled']:.2f}x")
+    sys.exit(0)
+
+model = raw_model
 if compile:
     print("Compiling model...")
     model = torch.compile(model) # pytorch 2.0
-peak = peak_flops or device_peak_flops(torch.device(device))
-tokens_per_iter = batch_size * block_size
-print(f"{raw_model.get_num_params()/1e6:.2f}M parameters, {tokens_per_iter:,} tokens per iteration, "
-      f"MFU against {peak/1e12:.2f} TFLOP/s ({torch.cuda.get_device_name(device) if device_type == 'cuda' else device})")
-
-
-def train_step(X, Y):
-    """ One optimizer step on (X, Y); returns the next batch (fetched while the GPU works) and the loss. """
-    with ctx:
-        logits, loss = model(X, Y)
-    X, Y = get_batch()
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return X, Y, loss.item() # .item() waits for the step to finish
+train_step = make_train_step(model)
 
 
 if profile:

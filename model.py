@@ -131,7 +131,8 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.update(self.layer_idx, k, v, self.block_size)  # (B, nh, S, hs), S = pos+T
         S = k.size(2)
         dropout_p = self.dropout if self.training else 0.0
-        if self.flash:
+        # aten's CPU flash kernel is slow in bf16/fp16: there the manual path is faster, eager or compiled
+        if self.flash and (q.device.type != 'cpu' or q.dtype == torch.float32):
             if T == S or T == 1:  # plain causal (no cache, or a prefill) or one new query that sees everything
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
             else:  # several new queries after a cached prefix: SDPA's is_causal aligns top-left, we need bottom-right

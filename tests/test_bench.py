@@ -1,11 +1,14 @@
 """bench.py guards: the training benchmark on real and random data (its loss is the model's loss, its
-summary's tokens/s and MFU follow from its ms/iter), the profiler trace, and the generation benchmark
-(KV cache and full recompute give the same greedy tokens; the ratio printed is the ratio of the rates)."""
+summary's tokens/s and MFU follow from its ms/iter), the profiler trace, the eager-vs-compiled benchmark
+(both start from the same weights: same first loss; the speedup printed is the ratio of the times) and
+the generation benchmark (KV cache and full recompute give the same greedy tokens; the ratio printed is
+the ratio of the rates)."""
 
 import json
 import math
 import re
 
+import pytest
 from conftest import run_script
 from data_io import read_meta
 from model import GPT, GPTConfig
@@ -65,6 +68,17 @@ def test_profile_writes_a_trace(tmp_path):
     assert len(traces) == 1
     events = json.loads(traces[0].read_text())['traceEvents']
     assert sum(e.get('name', '').startswith('ProfilerStep#') for e in events) == 5  # the 5 active steps
+
+
+@pytest.mark.slow
+def test_compile_mode(tmp_path):
+    p = run_script('bench.py', *ARGS, '--mode=compile', '--real_data=False', '--vocab_size=64', '--burnin_iters=1',
+                   '--timed_iters=7', cwd=tmp_path)  # blocks of 5 and 2
+    first = dict(re.findall(r"^(eager|compiled): first loss ([\d.]+), burn-in [\d.]+s$", p.stdout, re.M))
+    assert first.keys() == {'eager', 'compiled'} and abs(float(first['eager']) - float(first['compiled'])) <= 2e-4
+    ms = dict(re.findall(r"^(eager|compiled): ([\d.]+)ms/iter, [\d,]+ tokens/s, MFU: [\d.]+%$", p.stdout, re.M))
+    ratio = float(re.search(r"^compile speedup: ([\d.]+)x$", p.stdout, re.M)[1])
+    assert math.isclose(ratio, float(ms['eager']) / float(ms['compiled']), rel_tol=0.02, abs_tol=0.01)
 
 
 def test_generate_mode(tmp_path):

@@ -49,6 +49,22 @@ def test_sdpa_and_manual_attention_agree():
     assert (sdpa - manual).abs().max().item() <= 1e-5
 
 
+def test_cpu_bf16_attention_takes_the_manual_path(monkeypatch):
+    # aten's CPU flash kernel is slow in bf16, so there the model computes attention itself
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, 'scaled_dot_product_attention', lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    model = tiny_gpt()
+    idx = torch.randint(0, 71, (2, 32))
+    with torch.no_grad():
+        fp32, _ = model(idx, targets=idx)
+        assert len(calls) == 3  # one per layer
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            bf16, _ = model(idx, targets=idx)
+    assert len(calls) == 3
+    assert bf16.dtype == torch.bfloat16 and (bf16.float() - fp32).abs().max().item() <= 0.1
+
+
 def test_train_and_eval_forward_agree_without_dropout():
     model = tiny_gpt()
     idx = torch.randint(0, 71, (2, 32))
