@@ -119,6 +119,7 @@ else:
     y = torch.randint(vocab_size, (batch_size, block_size), device=device)
     get_batch = lambda: (x, y)
 
+
 def make_train_step(model):
     """ A step function for model (plain or compiled) with an optimizer of its own. """
     raw = getattr(model, '_orig_mod', model)
@@ -163,7 +164,7 @@ if mode == 'compile':
             X, Y = get_batch()
             t0 = time.time()
             for _ in range(min(5, timed_iters - done)):
-                X, Y, lossf = train_step(X, Y)
+                X, Y, _ = train_step(X, Y)
             totals[name] += time.time() - t0
     for name, dt in totals.items():
         print(f"{name}: {dt/timed_iters*1000:.2f}ms/iter, {tokens_per_iter*timed_iters/dt:,.0f} tokens/s, "
