@@ -102,6 +102,8 @@ def causal_mask(T, S, device):
 
 
 class CausalSelfAttention(nn.Module):
+    # aten's CPU flash kernel is slow in bf16/fp16: there the manual path is faster, eager or compiled
+    sdpa_on_cpu_in_low_precision = False
 
     def __init__(self, config, layer_idx=0):
         super().__init__()
@@ -131,8 +133,7 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.update(self.layer_idx, k, v, self.block_size)  # (B, nh, S, hs), S = pos+T
         S = k.size(2)
         dropout_p = self.dropout if self.training else 0.0
-        # aten's CPU flash kernel is slow in bf16/fp16: there the manual path is faster, eager or compiled
-        if self.flash and (q.device.type != 'cpu' or q.dtype == torch.float32):
+        if self.flash and (q.device.type != 'cpu' or q.dtype == torch.float32 or self.sdpa_on_cpu_in_low_precision):
             if T == S or T == 1:  # plain causal (no cache, or a prefill) or one new query that sees everything
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
             else:  # several new queries after a cached prefix: SDPA's is_causal aligns top-left, we need bottom-right

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from model import GPT, GPTConfig, KVCache, build_model
+from model import GPT, CausalSelfAttention, GPTConfig, KVCache, build_model
 
 TINY = dict(n_layer=3, n_head=4, n_embd=64, block_size=32, vocab_size=71)
 
@@ -63,6 +63,11 @@ def test_cpu_bf16_attention_takes_the_manual_path(monkeypatch):
             bf16, _ = model(idx, targets=idx)
     assert len(calls) == 3
     assert bf16.dtype == torch.bfloat16 and (bf16.float() - fp32).abs().max().item() <= 0.1
+    # the switch transformer_sizing.ipynb uses to measure the path a GPU takes
+    monkeypatch.setattr(CausalSelfAttention, 'sdpa_on_cpu_in_low_precision', True)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        model(idx, targets=idx)
+    assert len(calls) == 6
 
 
 def test_train_and_eval_forward_agree_without_dropout():
