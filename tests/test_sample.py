@@ -90,6 +90,23 @@ def test_char_level_string_and_file_prompt(workdir, kind):
     assert expected.count(prompt) == 2 and len(expected) == 2 * (len(prompt) + 40 + len(SEP))
 
 
+def test_bf16_autocast_on_cpu(workdir):
+    wd, meta, _ = workdir
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=meta['vocab_size'], **TINY)).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.uniform_(-1, 1)  # logits far larger than at init, so that bf16's rounding changes some draws
+    save_checkpoint(wd / 'out_bf16', model, 'tiny_char')
+    p = run_script('sample.py', '--out_dir=out_bf16', '--device=cpu', '--dtype=bfloat16', '--num_samples=2',
+                   '--max_new_tokens=100', '--seed=3', '--start=ab', cwd=wd)
+    args = (model, [meta['stoi'][c] for c in 'ab'], lambda ids: ''.join(meta['itos'][i] for i in ids), 3, 2, 100, 0.8, 200)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        expected = reference(*args)
+    assert expected != reference(*args)  # the fp32 samples differ, so this tells the two apart
+    assert output(p).endswith(expected)
+
+
 @pytest.mark.parametrize('dataset', ['tiny_char', 'tiny_bpe'])
 def test_checkpoint_written_by_train_py(tmp_path, dataset):
     """ End to end: train.py's checkpoint after 2 iterations; char-level with a FILE: prompt, and GPT-2 BPE
