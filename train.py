@@ -443,8 +443,14 @@ while True:
 
 if ddp:
     # all-reduced gradients keep the replicas identical; one number per rank shows that they are
-    checksums = [None] * ddp_world_size
-    dist.all_gather_object(checksums, sum(p.detach().double().sum().item() for p in raw_model.parameters()))
+    checksum = torch.stack([p.detach().double().sum() for p in raw_model.parameters()]).sum().reshape(1)
+    gathered = [torch.empty_like(checksum) for _ in range(ddp_world_size)]
+    # a gloo worker thread that frees the gather's tensors needs the GIL, and one that asks for it while
+    # Python shuts down is killed, aborting the process ('terminate called without an active exception');
+    # holding the work object here leaves the freeing to this thread
+    gather = dist.all_gather(gathered, checksum, async_op=True)
+    gather.wait()
+    checksums = [t.item() for t in gathered]
     if master_process:
         print(f"weight checksum per rank: {checksums}")
         if len(set(checksums)) > 1:
