@@ -11,13 +11,13 @@ import copy
 import os
 import sys
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 
+import runtime
 from data_io import open_tokens, read_meta
-from model import GPT, GPTConfig, device_peak_flops
+from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train' (the training step), 'compile' (eager vs compiled step) or 'generate' (with vs without the KV cache)
@@ -33,32 +33,25 @@ vocab_size = 50304 # random data and generate mode; real data takes its meta.pkl
 real_data = True # batches from data/<dataset>/train.bin; False: one fixed random batch, no data loading
 dataset = 'openwebtext'
 seed = 1337
-device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu' # or 'cuda:1' etc.
-dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if torch.cuda.is_available() else 'float32' # autocast dtype
+device = 'cuda' # 'cpu', 'cuda', 'cuda:1', 'mps'; without a CUDA GPU, 'cuda' runs on the CPU
+dtype = 'auto' # 'float32', 'bfloat16' or 'float16' autocast; 'auto': bf16 (else fp16) on cuda, bf16 on CPUs with native bf16, else fp32
 compile = torch.cuda.is_available() # use PyTorch 2.0 to compile the model to be faster
 profile = False # train mode: a torch.profiler trace instead of the timing
 profile_dir = 'prof_bench' # the trace goes here; open it with TensorBoard or https://ui.perfetto.dev
 burnin_iters = 10 # untimed iterations first: compilation, allocator and caches warm up
 timed_iters = 20 # iterations that are timed
-peak_flops = 0.0 # FLOP/s that MFU is measured against; 0 = the device's own (see model.device_peak_flops)
+peak_flops = 0.0 # FLOP/s that MFU is measured against; 0 = the device's own (runtime.py's table)
 prompt_len = 100 # generate mode: tokens in the (random) prompt
 gen_tokens = 200 # generate mode: new tokens generated
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
-if mode not in ('train', 'compile', 'generate'):
-    sys.exit(f"error: unknown mode '{mode}': use 'train', 'compile' or 'generate'")
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    sys.exit(f"error: unknown dtype '{dtype}': use float32, bfloat16 or float16")
-if min(batch_size, block_size, burnin_iters + 1, timed_iters, prompt_len, gen_tokens) <= 0:
-    sys.exit("error: batch_size, block_size, timed_iters, prompt_len and gen_tokens must be > 0, burnin_iters >= 0")
-torch.manual_seed(seed)
-torch.cuda.manual_seed(seed)
-torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
-torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
-device_type = 'cuda' if 'cuda' in device else 'cpu' # for later use in torch.autocast
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+runtime.errors_as_one_line()
+runtime.require(mode in ('train', 'compile', 'generate'), f"unknown mode '{mode}': use 'train', 'compile' or 'generate'")
+runtime.require(min(batch_size, block_size, burnin_iters + 1, timed_iters, prompt_len, gen_tokens) > 0,
+                "batch_size, block_size, timed_iters, prompt_len and gen_tokens must be > 0, burnin_iters >= 0")
+rt = runtime.setup(device, dtype, seed)
+device, device_type, dtype, ctx = rt.device, rt.device_type, rt.dtype, rt.ctx
 sync = torch.cuda.synchronize if device_type == 'cuda' else lambda: None # timings must wait for the GPU
 
 
@@ -98,14 +91,9 @@ if mode == 'generate':
 # data loading init
 if real_data:
     data_dir = os.path.join('data', dataset)
-    try:
-        meta = read_meta(data_dir)
-        vocab_size = meta.get('vocab_size', vocab_size)
-        train_data = open_tokens(data_dir, 'train', meta, vocab_size) # note ignore split in benchmarking script
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e} (or pass --real_data=False)")
-    if len(train_data) <= block_size:
-        sys.exit(f"error: {data_dir}/train.bin has {len(train_data)} tokens, fewer than block_size+1={block_size + 1}")
+    meta = read_meta(data_dir)
+    vocab_size = meta.get('vocab_size', vocab_size)
+    train_data = open_tokens(data_dir, 'train', meta, vocab_size, block_size) # note ignore split in benchmarking script
     def get_batch():
         ix = torch.randint(len(train_data) - block_size, (batch_size,))
         x = torch.stack([torch.from_numpy((train_data[i:i+block_size]).astype(np.int64)) for i in ix])
@@ -125,7 +113,7 @@ def make_train_step(model):
     raw = getattr(model, '_orig_mod', model)
     optimizer = raw.configure_optimizers(weight_decay=1e-2, learning_rate=1e-4, betas=(0.9, 0.95), device_type=device_type,
                                          verbose=False)
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16' and device_type == 'cuda')) # fp16 needs loss scaling
+    scaler = runtime.grad_scaler(rt)
 
     def train_step(X, Y):
         """ One optimizer step on (X, Y); returns the next batch (fetched while the GPU works) and the loss. """
@@ -142,10 +130,12 @@ def make_train_step(model):
 
 # model init
 raw_model = make_model(vocab_size)
-peak = peak_flops or device_peak_flops(torch.device(device))
+peak = runtime.peak_flops(device, peak_flops)
 tokens_per_iter = batch_size * block_size
 print(f"{raw_model.get_num_params()/1e6:.2f}M parameters, {tokens_per_iter:,} tokens per iteration, {dtype}, "
-      f"MFU against {peak/1e12:.2f} TFLOP/s ({torch.cuda.get_device_name(device) if device_type == 'cuda' else device})")
+      f"MFU against {f'{peak/1e12:.2f} TFLOP/s' if peak else 'an unknown peak (pass --peak_flops)'} "
+      f"({torch.cuda.get_device_name(device) if device_type == 'cuda' else device})")
+mfu = lambda n_seqs, dt: runtime.format_mfu(raw_model.estimate_mfu(n_seqs, dt, peak))
 
 if mode == 'compile':
     # two copies with the same weights; timing them in alternating blocks of 5 iterations puts the
@@ -168,7 +158,7 @@ if mode == 'compile':
             totals[name] += time.time() - t0
     for name, dt in totals.items():
         print(f"{name}: {dt/timed_iters*1000:.2f}ms/iter, {tokens_per_iter*timed_iters/dt:,.0f} tokens/s, "
-              f"MFU: {raw_model.estimate_mfu(batch_size * timed_iters, dt, peak)*100:.2f}%")
+              f"MFU: {mfu(batch_size * timed_iters, dt)}")
     print(f"compile speedup: {totals['eager'] / totals['compiled']:.2f}x")
     sys.exit(0)
 
@@ -215,7 +205,7 @@ else:
             X, Y, lossf = train_step(X, Y)
             t1 = time.time()
             dt, t0 = t1 - t0, t1
-            print(f"{stage} iter {k}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {raw_model.estimate_mfu(batch_size, dt, peak)*100:.2f}%")
+            print(f"{stage} iter {k}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {mfu(batch_size, dt)}")
     dt = time.time() - t_start
-    mfu = raw_model.estimate_mfu(batch_size * timed_iters, dt, peak)
-    print(f"time per iteration: {dt/timed_iters*1000:.2f}ms, {tokens_per_iter*timed_iters/dt:,.0f} tokens/s, MFU: {mfu*100:.2f}%")
+    print(f"time per iteration: {dt/timed_iters*1000:.2f}ms, {tokens_per_iter*timed_iters/dt:,.0f} tokens/s, "
+          f"MFU: {mfu(batch_size * timed_iters, dt)}")

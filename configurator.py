@@ -6,6 +6,9 @@ Positional arguments are config files (Python, exec'd with the script's settings
 --key=value overrides, both applied in order. A setting is any global of the script that is a bool,
 int, float or str and whose name doesn't start with '_'. Every value is checked against its default:
 unknown names and wrong types stop the script with a one-line error (exit code 2), not a traceback.
+-h or --help prints the settings, their defaults and comments, and exits. The settings given (by a
+config file or the command line) are left in the script's `_overridden`, so it can tell a default
+from a choice.
 I know people are not going to love this, I just really dislike configuration complexity and
 having to prepend config. to every single variable. If someone comes up with a better simple
 Python solution I am all ears.
@@ -25,6 +28,22 @@ def _configure(scope):
 
     settings = {k: v for k, v in scope.items() if not k.startswith('_') and isinstance(v, (bool, int, float, str))}
     script = os.path.basename(sys.argv[0])
+
+    if {'-h', '--help'} & set(sys.argv[1:]):
+        # the trailing comment of each setting's line in the script is its help
+        source = open(scope['__file__'], encoding='utf-8').read()
+        comments = {}
+        for line in source.splitlines():
+            name, eq, rest = line.partition(' = ')
+            if eq and name in settings and name not in comments:
+                comments[name] = rest.split(' # ', 1)[1].strip() if ' # ' in rest else ''
+        doc = ast.get_docstring(ast.parse(source)) or ''  # the script's own (exec'ing this file replaced __doc__)
+        print(f"{doc}\n\n" if doc else '', end='')
+        print(f"usage: python {script} [config_file.py ...] [--setting=value ...]\n\nsettings (default  # meaning):")
+        width = max(len(f"{k} = {v!r}") for k, v in settings.items())
+        for key, value in settings.items():
+            print(f"  {f'{key} = {value!r}':<{width}}  # {comments.get(key, '')}".rstrip(' #'))
+        sys.exit(0)
 
     def checked(key, value, source):
         if key not in settings:
@@ -69,6 +88,7 @@ def _configure(scope):
                 value = raw  # --dataset=123 is the string '123'
             overrides[key] = checked(key, value, arg)
         scope.update(overrides)
+    scope['_overridden'] = overrides
 
     if int(os.environ.get('RANK', 0)) == 0:  # torchrun: print once, not once per process
         for key, value in overrides.items():

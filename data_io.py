@@ -10,6 +10,7 @@ The writers at the end are what the four prepare scripts share: download with a 
 character-level 90/10 writer, and the threaded GPT-2 tokenizer for datasets of documents.
 """
 
+import contextlib
 import io
 import os
 import pickle
@@ -52,22 +53,38 @@ def save_meta(path, meta):
 
 
 class atomic_open:
-    """ `with atomic_open(path) as f:` writes path.tmp, then renames it over path only if the
-    block finished: an interrupted write never leaves a half-written file under the real name. """
+    """ `with atomic_open(path) as f:` writes path.<pid>.tmp, then renames it over path only if the block
+    finished and the bytes reached the disk (fsync): neither an interrupted write nor a power cut
+    leaves a half-written file under the real name. """
 
     def __init__(self, path, mode='wb'):
-        self.path, self.tmp, self.mode = path, f"{path}.tmp", mode
+        # the process id keeps two processes writing the same file (DDP ranks) off each other's temporary
+        self.path, self.tmp, self.mode = path, f"{path}.{os.getpid()}.tmp", mode
 
     def __enter__(self):
         self.f = open(self.tmp, self.mode)
         return self.f
 
     def __exit__(self, exc_type, exc, tb):
-        self.f.close()
-        if exc_type is None:
+        done = False
+        try:
+            if exc_type is None:  # the bytes reach the disk before the file takes the real name
+                self.f.flush()
+                os.fsync(self.f.fileno())
+            self.f.close()
+            done = exc_type is None
+        finally:
+            if not done:  # a failed write (a full disk shows here at the latest) leaves nothing behind
+                with contextlib.suppress(OSError):
+                    self.f.close()
+                os.remove(self.tmp)
+        if done:
             os.replace(self.tmp, self.path)
-        else:
-            os.remove(self.tmp)
+            dir_fd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+            try:  # the rename is durable once the directory is synced
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         return False
 
 
@@ -86,9 +103,10 @@ def read_meta(data_dir):
     return load_meta(path) if os.path.exists(path) else {}
 
 
-def open_tokens(data_dir, split, meta=None, vocab_size=None):
+def open_tokens(data_dir, split, meta=None, vocab_size=None, block_size=None):
     """ np.memmap of data_dir/<split>.bin with the dtype the dataset recorded (uint16 by default).
-    Checks what can be checked cheaply, so wrong files fail here and not as garbage tokens. """
+    Checks what can be checked cheaply, so wrong files fail here and not as garbage tokens; with
+    block_size, that the split holds a window of block_size inputs and their next-token targets. """
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.exists(path):
         name = os.path.basename(os.path.normpath(data_dir))
@@ -109,6 +127,9 @@ def open_tokens(data_dir, split, meta=None, vocab_size=None):
         if top >= vocab_size:
             raise ValueError(f"{path} holds token id {top} but the vocabulary has {vocab_size}: the file's dtype "
                              f"({dtype.name}) or meta.pkl does not match it; rerun its prepare.py")
+    if block_size is not None and len(data) <= block_size:
+        raise ValueError(f"{path} has {len(data):,} tokens, too few for block_size={block_size}: "
+                         f"use a block_size below {len(data)} or more data")
     return data
 
 

@@ -7,11 +7,11 @@ bias=False model gets zero ones, which compute the same function.
 """
 import os
 import shutil
-import sys
 
 import torch
 
-from model import GPT, HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
+import runtime
+from model import HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
 
 # -----------------------------------------------------------------------------
 out_dir = 'out' # directory holding the ckpt.pt written by train.py
@@ -20,24 +20,16 @@ force = False # replace `to` even when it is a non-empty directory
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-if not to:
-    sys.exit("error: no output directory: pass --to=<dir> for the Hugging Face model")
-if not os.path.isfile(ckpt_path):
-    sys.exit(f"error: no checkpoint at {ckpt_path}: train one with train.py or pass --out_dir=<dir with ckpt.pt>")
-if os.path.exists(to) and not os.path.isdir(to):
-    sys.exit(f"error: {to} exists and is not a directory: pass another --to")
-if os.path.isdir(to) and os.listdir(to) and not force:
-    sys.exit(f"error: {to} is not empty: pass another --to, or --force=True to replace it")
+runtime.errors_as_one_line()
+runtime.require(to, "no output directory: pass --to=<dir> for the Hugging Face model")
+runtime.require(not os.path.exists(to) or os.path.isdir(to), f"{to} exists and is not a directory: pass another --to")
+runtime.require(not (os.path.isdir(to) and os.listdir(to)) or force,
+                f"{to} is not empty: pass another --to, or --force=True to replace it")
 
-try:
-    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-    model = GPT.from_checkpoint(checkpoint)
-except Exception as e:  # a truncated file, a foreign pickle, keys that don't fit: one line, not a traceback
-    sys.exit(f"error: cannot load {ckpt_path}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}")
+model, checkpoint = runtime.load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
 cfg = model.config
-if cfg.model_type != 'gpt':
-    sys.exit(f"error: cannot export a {cfg.model_type} model: GPT2LMHeadModel represents only model_type='gpt'")
+runtime.require(cfg.model_type == 'gpt',
+                f"cannot export a {cfg.model_type} model: GPT2LMHeadModel represents only model_type='gpt'")
 if checkpoint.get('lora'):
     merge_lora(model)
     print(f"merged the LoRA adapters (rank {checkpoint['lora']['rank']}) into the base weights")

@@ -10,7 +10,6 @@ Reading order, bottom-up: LayerNorm, CausalSelfAttention (+ KVCache), MLP, Block
 Then the extensions that work around the model: Bigram (the lecture's baseline) and LoRA.
 """
 
-import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -19,27 +18,6 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
-
-MODEL_TYPES = ('gpt', 'bigram')
-# 'gelu' is GPT-2's tanh approximation (HF's gelu_new), so OpenAI weights give OpenAI's logits;
-# 'gelu_exact' is the erf GELU the original nanoGPT trained with (its checkpoints load with it).
-ACTIVATIONS = {'gelu': lambda: nn.GELU(approximate='tanh'), 'gelu_exact': nn.GELU, 'relu': nn.ReLU}
-GPT2_SIZES = {  # n_layer, n_head and n_embd of OpenAI's checkpoints
-    'gpt2':         dict(n_layer=12, n_head=12, n_embd=768),   # 124M params
-    'gpt2-medium':  dict(n_layer=24, n_head=16, n_embd=1024),  # 350M params
-    'gpt2-large':   dict(n_layer=36, n_head=20, n_embd=1280),  # 774M params
-    'gpt2-xl':      dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M params
-}
-# dense bf16/fp16 tensor-core peak FLOP/s; first substring of the device name that matches wins
-GPU_PEAK_FLOPS = [('H200', 989e12), ('GH200', 989e12), ('H100 PCIe', 756e12), ('H100', 989e12),
-                  ('A100', 312e12), ('L40S', 362e12), ('L4', 121e12), ('A10', 125e12),
-                  ('RTX 4090', 165e12), ('RTX 3090', 71e12), ('V100', 125e12), ('T4', 65e12)]
-CPU_PEAK_FLOPS_PER_THREAD = 1e11  # ~ one AVX2/AVX-512 core doing fp32 FMAs at 2.5-3.5 GHz
-# Hugging Face's GPT-2: its Conv1D modules store these weights as (in, out), transposed from nn.Linear;
-# and its activation_function names for ours (export.py writes the first name of each of ours)
-HF_CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-HF_ACTIVATIONS = {'gelu_new': 'gelu', 'gelu_pytorch_tanh': 'gelu', 'gelu': 'gelu_exact', 'relu': 'relu'}
-
 
 @dataclass
 class GPTConfig:
@@ -63,6 +41,12 @@ class GPTConfig:
                              f"pick n_embd as a multiple of n_head")
 
 
+MODEL_TYPES = ('gpt', 'bigram')
+# 'gelu' is GPT-2's tanh approximation (HF's gelu_new), so OpenAI weights give OpenAI's logits;
+# 'gelu_exact' is the erf GELU the original nanoGPT trained with (its checkpoints load with it).
+ACTIVATIONS = {'gelu': lambda: nn.GELU(approximate='tanh'), 'gelu_exact': nn.GELU, 'relu': nn.ReLU}
+
+
 class LayerNorm(nn.Module):
     """ LayerNorm but with an optional bias. PyTorch doesn't support simply bias=False """
 
@@ -76,24 +60,22 @@ class LayerNorm(nn.Module):
 
 
 class KVCache:
-    """ Keys and values of every layer for the positions seen so far, so that generation feeds
-    only the new tokens through the model. Passed to GPT.forward; the model never owns one. """
+    """ Keys and values of every layer for the positions seen so far, so that generation feeds only
+    the new tokens through the model. Allocated once, at its full size (GPT.new_kv_cache); passed to
+    GPT.forward, the model never owns one. """
 
-    def __init__(self, n_layer):
-        self.k = [None] * n_layer  # per layer: (B, nh, block_size, hs), allocated on first use
-        self.v = [None] * n_layer
+    def __init__(self, n_layer, batch_size, n_head, max_len, head_size, dtype, device):
+        shape = (n_layer, batch_size, n_head, max_len, head_size)  # (L, B, nh, max_len, hs)
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
         self.pos = 0  # number of positions already cached
 
-    def update(self, layer, k, v, block_size):
+    def update(self, layer, k, v):
         """ Store the new keys/values (B, nh, T, hs) of one layer; return all of them so far. """
         end = self.pos + k.size(2)
-        if self.k[layer] is None:
-            B, nh, _, hs = k.shape
-            self.k[layer] = k.new_empty(B, nh, block_size, hs)
-            self.v[layer] = v.new_empty(B, nh, block_size, hs)
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, nh, pos+T, hs)
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, nh, pos+T, hs)
 
 
 def causal_mask(T, S, device):
@@ -117,10 +99,9 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
-        self.block_size = config.block_size
         self.layer_idx = layer_idx
-        # flash attention makes GPU go brrrrr; the manual path is the reference and the fallback
-        self.flash = hasattr(F, 'scaled_dot_product_attention')
+        # flash attention makes GPU go brrrrr; False takes the manual path, the reference the tests compare to
+        self.flash = True
 
     def forward(self, x, kv_cache=None):
         B, T, C = x.size()  # batch size, sequence length, embedding dimensionality (n_embd)
@@ -130,7 +111,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v, self.block_size)  # (B, nh, S, hs), S = pos+T
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, S, hs), S = pos+T
         S = k.size(2)
         dropout_p = self.dropout if self.training else 0.0
         if self.flash and (q.device.type != 'cpu' or q.dtype == torch.float32 or self.sdpa_on_cpu_in_low_precision):
@@ -190,19 +171,11 @@ def sample_next(logits, temperature=1.0, top_k=None):
 
 
 class LanguageModel(nn.Module):
-    """ What GPT and Bigram share: parameter counting, the optimizer, MFU and checkpoint loading. """
+    """ What GPT and Bigram share: parameter counting, the optimizer, MFU and generation. """
 
     def get_num_params(self, non_embedding=True):
-        """
-        Return the number of parameters in the model.
-        For non-embedding count (default), the position embeddings get subtracted.
-        The token embeddings would too, except due to the parameter sharing these
-        params are actually used as weights in the final layer, so we include them.
-        """
-        n_params = sum(p.numel() for p in self.parameters())
-        if non_embedding and hasattr(self, 'transformer'):
-            n_params -= self.transformer.wpe.weight.numel()
-        return n_params
+        """ The number of parameters, tied weights once (GPT leaves out its position embeddings). """
+        return sum(p.numel() for p in self.parameters())
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, verbose=True):
         # trainable parameters only (LoRA freezes the base), each tensor once (tied weights)
@@ -217,7 +190,7 @@ class LanguageModel(nn.Module):
         num_decay_params = sum(p.numel() for p in decay_params)
         num_nodecay_params = sum(p.numel() for p in nodecay_params)
         # the fused kernel is one launch per step instead of one per tensor
-        use_fused = 'fused' in inspect.signature(torch.optim.AdamW).parameters and device_type == 'cuda'
+        use_fused = device_type == 'cuda'
         optimizer = torch.optim.AdamW(optim_groups, lr=learning_rate, betas=betas, fused=use_fused or None)
         if verbose:
             print(f"num decayed parameter tensors: {len(decay_params)}, with {num_decay_params:,} parameters")
@@ -226,17 +199,19 @@ class LanguageModel(nn.Module):
         return optimizer
 
     def flops_per_token(self):
-        """ Training FLOPs per token: 6N for the matmuls, plus attention (PaLM paper Appendix B). """
-        cfg = self.config
-        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
-        attention = 12 * L * H * Q * T if cfg.model_type == 'gpt' else 0
-        return 6 * self.get_num_params() + attention
+        """ Training FLOPs per token: 6N, 2N forward and 4N backward (GPT adds its attention). """
+        return 6 * self.get_num_params()
 
-    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=None):
-        """ Model FLOPs utilization: achieved FLOP/s over the peak of the device the model is on
-        (dense bf16 for GPUs; for CPUs fp32 per thread), unless peak_flops is given. """
-        flops_per_iter = self.flops_per_token() * self.config.block_size * fwdbwd_per_iter
-        return flops_per_iter / dt / (peak_flops or device_peak_flops(next(self.parameters()).device))
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
+        """ Model FLOPs utilization: achieved FLOP/s over peak_flops (runtime.peak_flops gives the device's);
+        None when the peak is unknown. """
+        if peak_flops is None:
+            return None
+        return self.flops_per_token() * self.config.block_size * fwdbwd_per_iter / dt / peak_flops
+
+    def new_kv_cache(self, batch_size):
+        """ A KV cache for generate, or None for a model that has no use for one. """
+        return None
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_kv_cache=True):
@@ -250,53 +225,39 @@ class LanguageModel(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}; use top_k=1 for greedy decoding")
         block_size = self.config.block_size
-        kv_cache, new = None, idx
+        kv_cache = self.new_kv_cache(idx.size(0)) if use_kv_cache else None
+        new = idx  # the tokens the cache has not seen yet
         for _ in range(max_new_tokens):
-            if not use_kv_cache:
+            if kv_cache is None:
                 # if the sequence context is growing too long we must crop it at block_size
                 logits, _ = self(idx[:, -block_size:])
             else:
-                if kv_cache is None or kv_cache.pos + new.size(1) > block_size:
-                    # (re-)prefill: positions are absolute, so a window that slides needs fresh keys
-                    kv_cache, new = KVCache(self.config.n_layer), idx[:, -block_size:]
+                if kv_cache.pos + new.size(1) > block_size:
+                    # positions are absolute, so a window that slides needs fresh keys: prefill it again
+                    kv_cache.pos, new = 0, idx[:, -block_size:]
                 logits, _ = self(new, kv_cache=kv_cache)
             idx_next = sample_next(logits[:, -1, :], temperature, top_k)
             idx = torch.cat((idx, idx_next), dim=1)
             new = idx_next
         return idx
 
-    @classmethod
-    def from_checkpoint(cls, checkpoint):
-        """ Rebuild the model saved in a train.py checkpoint (ours or the original nanoGPT's). """
-        model_args = dict(checkpoint['model_args'])
-        model_args.setdefault('activation', 'gelu_exact')  # original nanoGPT trained with the erf GELU
-        model = build_model(GPTConfig(**model_args))
-        if checkpoint.get('lora'):
-            apply_lora(model, **checkpoint['lora'])
-        state_dict = {}
-        for k, v in checkpoint['model'].items():
-            k = k.removeprefix('_orig_mod.')  # saved from a torch.compile'd model
-            if not k.endswith('.attn.bias'):  # the causal-mask buffer of pre-SDPA nanoGPT
-                state_dict[k] = v
-        model.load_state_dict(state_dict)
-        return model
 
-
-def device_peak_flops(device):
-    if device.type == 'cuda':
-        name = torch.cuda.get_device_name(device)
-        return next((flops for key, flops in GPU_PEAK_FLOPS if key in name), 312e12)  # unknown: A100's
-    if device.type == 'mps':
-        return 10e12  # Apple M-series GPUs: a few to ~25 TFLOP/s
-    return torch.get_num_threads() * CPU_PEAK_FLOPS_PER_THREAD
+GPT2_SIZES = {  # n_layer, n_head and n_embd of OpenAI's checkpoints
+    'gpt2':         dict(n_layer=12, n_head=12, n_embd=768),   # 124M params
+    'gpt2-medium':  dict(n_layer=24, n_head=16, n_embd=1024),  # 350M params
+    'gpt2-large':   dict(n_layer=36, n_head=20, n_embd=1280),  # 774M params
+    'gpt2-xl':      dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M params
+}
+# Hugging Face's GPT-2: its Conv1D modules store these weights as (in, out), transposed from nn.Linear;
+# and its activation_function names for ours (export.py writes the first name of each of ours)
+HF_CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+HF_ACTIVATIONS = {'gelu_new': 'gelu', 'gelu_pytorch_tanh': 'gelu', 'gelu': 'gelu_exact', 'relu': 'relu'}
 
 
 class GPT(LanguageModel):
 
     def __init__(self, config):
         super().__init__()
-        assert config.vocab_size is not None
-        assert config.block_size is not None
         self.config = config
         self.gradient_checkpointing = False  # recompute each Block in backward to save activation memory
 
@@ -308,10 +269,6 @@ class GPT(LanguageModel):
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # with weight tying when using torch.compile() some warnings get generated:
-        # "UserWarning: functional_call was passed multiple values for tied weights.
-        # This behavior is deprecated and will be an error in future versions"
-        # not 100% sure what this is, so far seems to be harmless. TODO investigate
         self.transformer.wte.weight = self.lm_head.weight  # https://paperswithcode.com/method/weight-tying
 
         # init all weights
@@ -329,14 +286,39 @@ class GPT(LanguageModel):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    def get_num_params(self, non_embedding=True):
+        """
+        Return the number of parameters in the model.
+        For non-embedding count (default), the position embeddings get subtracted.
+        The token embeddings would too, except due to the parameter sharing these
+        params are actually used as weights in the final layer, so we include them.
+        """
+        n_params = super().get_num_params()
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.numel()
+        return n_params
+
+    def flops_per_token(self):
+        """ 6N for the matmuls, plus attention's scores and weighted sums (PaLM paper Appendix B). """
+        cfg = self.config
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        return super().flops_per_token() + 12 * L * H * Q * T
+
+    def new_kv_cache(self, batch_size):
+        """ An empty KVCache for batch_size sequences of up to block_size tokens, in the dtype the keys
+        will have (autocast's when it is on). """
+        cfg, like = self.config, self.transformer.wpe.weight
+        kind = like.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else like.dtype
+        return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head, dtype, like.device)
+
     def forward(self, idx, targets=None, kv_cache=None):
-        device = idx.device
-        b, t = idx.size()
+        t = idx.size(1)
         pos0 = kv_cache.pos if kv_cache is not None else 0
         if pos0 + t > self.config.block_size:
             raise ValueError(f"Cannot forward sequence of length {pos0 + t}, block size is only "
                              f"{self.config.block_size}: crop the input to its last block_size tokens")
-        pos = torch.arange(pos0, pos0 + t, dtype=torch.long, device=device)  # shape (t)
+        pos = torch.arange(pos0, pos0 + t, dtype=torch.long, device=idx.device)  # shape (t)
 
         # forward the GPT model itself
         tok_emb = self.transformer.wte(idx)  # token embeddings of shape (b, t, n_embd)
@@ -370,13 +352,11 @@ class GPT(LanguageModel):
             raise ValueError(f"cannot crop block_size to {block_size}: the model's is only {self.config.block_size}")
         self.config.block_size = block_size
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
-        for block in self.transformer.h:
-            block.attn.block_size = block_size
 
     @classmethod
-    def from_pretrained(cls, model_type, override_args=None):
-        """ OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') from the Hugging Face hub,
-        or a local directory written by GPT2LMHeadModel.save_pretrained (any size). """
+    def from_pretrained(cls, model_type, override_args=None, local_only=False):
+        """ OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') from the Hugging Face hub (or
+        its local cache only, with local_only), or a directory written by GPT2LMHeadModel.save_pretrained. """
         override_args = override_args or {}  # default to empty dict
         # only dropout can be overridden see more notes below
         bad = set(override_args) - {'dropout'}
@@ -389,10 +369,10 @@ class GPT(LanguageModel):
         from transformers import GPT2LMHeadModel
         print(f"loading weights from pretrained gpt: {model_type}")
         try:
-            model_hf = GPT2LMHeadModel.from_pretrained(model_type, dtype=torch.float32)
+            model_hf = GPT2LMHeadModel.from_pretrained(model_type, dtype=torch.float32, local_files_only=local_only)
         except OSError as e:
             where = 'the directory' if is_local else 'the Hugging Face hub (no network?)'
-            raise RuntimeError(f"could not fetch the '{model_type}' weights from {where}: "
+            raise OSError(f"could not fetch the '{model_type}' weights from {where}: "
                                f"{str(e).splitlines()[0]}; pass a local GPT-2 directory instead") from None
         hf = model_hf.config
         if hf.scale_attn_by_inverse_layer_idx or hf.reorder_and_upcast_attn or not hf.scale_attn_weights:
@@ -430,11 +410,9 @@ class Bigram(LanguageModel):
         self.token_embedding_table = nn.Embedding(config.vocab_size, config.vocab_size)
         torch.nn.init.normal_(self.token_embedding_table.weight, mean=0.0, std=0.02)  # loss starts at ~ln(V)
 
-    def forward(self, idx, targets=None, kv_cache=None):
+    def forward(self, idx, targets=None):
         if targets is None:
             idx = idx[:, [-1]]  # only the last token's prediction is needed
-            if kv_cache is not None:
-                kv_cache.pos += 1
         logits = self.token_embedding_table(idx)  # (B, T, V)
         loss = None
         if targets is not None:

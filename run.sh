@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two commands of the README, each setting itself up in ./.venv:
 #   bash run.sh quickstart   prepare data, train the CPU quick start, sample from it
-#   bash run.sh test         the whole test suite (what CI runs)
+#   bash run.sh test         the whole test suite (what CI runs); more arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/python ]; then
@@ -23,7 +23,7 @@ quickstart)
         $py sample.py --out_dir=out-python-char --num_samples=2 --max_new_tokens=300
     fi ;;
 test)
-    $py -m pytest ;;
+    $py -m pytest "${@:2}" ;;
 *)
     echo "usage: bash run.sh quickstart|test" >&2; exit 2 ;;
 esac

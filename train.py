@@ -22,10 +22,7 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123
 
 import math
 import os
-import sys
-import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import asdict
 
 import numpy as np
@@ -33,8 +30,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data_io import atomic_open, open_tokens, read_meta
-from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
+import hellaswag
+import runtime
+from data_io import gpt2_encoding, open_tokens, read_meta
+from model import GPT2_SIZES, GPTConfig, apply_lora, build_model
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
@@ -45,7 +44,9 @@ log_interval = 1 # print the `iter N: loss ...` line every this many iterations
 eval_iters = 200 # batches per split in each evaluation
 eval_only = False # if True, script exits right after the first eval
 always_save_checkpoint = True # if True, always save a checkpoint after each eval
-init_from = 'scratch' # 'scratch' or 'resume' or 'gpt2*' or a local Hugging Face GPT-2 directory
+hellaswag_interval = 0 # score HellaSwag's val split every this many iterations (GPT-2 BPE models, rank-sharded); 0 disables
+hellaswag_file = '' # a local HellaSwag JSONL file for it; '' downloads the val split into data/hellaswag once
+init_from = 'scratch' # 'scratch', 'resume', the out_dir of another run (its weights), 'gpt2*' or a local Hugging Face GPT-2 directory
 # wandb logging
 wandb_log = False # disabled by default
 wandb_project = 'owt' # wandb project name
@@ -84,157 +85,123 @@ min_lr = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchi
 # DDP settings
 backend = 'auto' # 'nccl', 'gloo', etc., or 'auto': nccl on cuda, gloo on cpu
 # system
-device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu' # or 'cuda:1' etc.
-dtype = 'auto' # 'float32', 'bfloat16', or 'float16' (uses a GradScaler); 'auto': bfloat16 (else float16) on cuda, float32 elsewhere
+device = 'cuda' # 'cpu', 'cuda', 'cuda:1', 'mps'; without a CUDA GPU, 'cuda' runs on the CPU (and says so)
+dtype = 'auto' # 'float32', 'bfloat16', or 'float16' (uses a GradScaler); 'auto': bfloat16 (else float16) on cuda, bfloat16 on CPUs with native bf16, else float32
 compile = True # use PyTorch 2.0 to compile the model to be faster
-peak_flops = 0.0 # 0: the device's own peak (model.py's table); set it for your hardware
+peak_flops = 0.0 # FLOP/s that MFU is measured against; 0: the device's own (runtime.py's table)
 seed = 1337 # initial weights; batches and dropout are seeded from (seed, rank, iteration)
 # -----------------------------------------------------------------------------
 config_keys = [k for k,v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 config = {k: globals()[k] for k in config_keys} # will be useful for logging
+runtime.errors_as_one_line()
+lora = dict(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
+            targets=tuple(t.strip() for t in lora_targets.split(',') if t.strip())) if lora_rank else None
+ddp = int(os.environ.get('RANK', -1)) != -1 # is this a ddp run?
+ddp_world_size = int(os.environ.get('WORLD_SIZE', 1))
 # -----------------------------------------------------------------------------
-
-
-def first_line(e):
-    """ 'Type: first sentence' of an exception, for one-line messages. """
-    return f"{type(e).__name__}: {(str(e).strip() or '?').splitlines()[0].split('. ')[0]}"
-
-
+# setting checks: what model.py, data_io.py and runtime.py check themselves is not repeated here
 for name, least in dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, eval_interval=1, log_interval=1,
                         eval_iters=1, max_iters=0, seed=0).items():
-    if globals()[name] < least:
-        sys.exit(f"error: {name} must be at least {least}, got {globals()[name]}")
+    runtime.require(globals()[name] >= least, f"{name} must be at least {least}, got {globals()[name]}")
+runtime.require(gradient_accumulation_steps % ddp_world_size == 0,
+                f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the {ddp_world_size} "
+                f"processes: make it a multiple of --nproc_per_node x --nnodes")
+runtime.require(model_type == 'gpt' or not (init_from in GPT2_SIZES or os.path.isfile(os.path.join(init_from, 'config.json'))),
+                f"init_from='{init_from}' is a GPT-2; model_type='{model_type}' trains from scratch only")
+runtime.require(init_from in ('scratch', 'resume') or os.path.abspath(init_from) != os.path.abspath(out_dir),
+                f"init_from='{init_from}' is this run's own out_dir: continue it with --init_from=resume, or "
+                f"finetune its weights into another --out_dir")
+runtime.require(not gradient_checkpointing or model_type == 'gpt',
+                f"gradient_checkpointing recomputes the Blocks of a GPT; model_type='{model_type}' has none: "
+                f"set gradient_checkpointing=False")
+# -----------------------------------------------------------------------------
 
 # various inits, derived attributes, I/O setup
-device_type = 'cuda' if 'cuda' in device else 'mps' if 'mps' in device else 'cpu' # for later use in torch.autocast
-if device_type != 'cpu' and not getattr(torch, device_type).is_available():
-    sys.exit(f"error: device='{device}' but this machine has no {device_type.upper()} that torch can use: use --device=cpu")
-if backend == 'auto':
-    backend = 'nccl' if device_type == 'cuda' else 'gloo'
-ddp = int(os.environ.get('RANK', -1)) != -1 # is this a ddp run?
+rt = runtime.setup(device, dtype, seed) # the same initial weights on every rank
+device, device_type, ctx = rt.device, rt.device_type, rt.ctx
 if ddp:
     ddp_rank = int(os.environ['RANK'])
     ddp_local_rank = int(os.environ['LOCAL_RANK'])
-    ddp_world_size = int(os.environ['WORLD_SIZE'])
-    # world_size number of processes will be training simultaneously, so we can scale
-    # down the desired gradient accumulation iterations per process proportionally
-    if gradient_accumulation_steps % ddp_world_size:
-        sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
-                 f"{ddp_world_size} processes: make it a multiple of --nproc_per_node x --nnodes")
-    gradient_accumulation_steps //= ddp_world_size
     if device_type == 'cuda':
         device = f'cuda:{ddp_local_rank}'
         torch.cuda.set_device(device)
+    if backend == 'auto':
+        backend = 'nccl' if device_type == 'cuda' else 'gloo'
     dist.init_process_group(backend=backend)
     master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
     seed_offset = ddp_rank # each process draws its own batches and dropout masks
+    # world_size number of processes will be training simultaneously, so we can scale
+    # down the desired gradient accumulation iterations per process proportionally
+    gradient_accumulation_steps //= ddp_world_size
 else:
     # if not ddp, we are running on a single device, and one process
     master_process = True
     seed_offset = 0
-    ddp_world_size = 1
+if master_process and device_type == 'cpu' and 'cuda' in config['device']:
+    print("note: the default settings are nanoGPT's GPT-2 124M recipe for 8 GPUs; on a CPU start with "
+          "config/train_shakespeare_char_cpu.py (or config/train_python_char.py offline)")
+config.update(dtype=rt.dtype, device=device, backend=backend) # record what 'auto' resolved to
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
-
-if dtype == 'auto':
-    dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if device_type == 'cuda' else 'float32'
-ptdtypes = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
-if dtype not in ptdtypes:
-    sys.exit(f"error: unknown dtype '{dtype}': use one of {', '.join(ptdtypes)} or auto")
-config.update(dtype=dtype, backend=backend) # record what 'auto' resolved to
-ptdtype = ptdtypes[dtype]
-# float32 runs without autocast; bfloat16/float16 autocast pays off on hardware with fast half-precision matmuls
-ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
-if device_type == 'cuda':
-    torch.set_float32_matmul_precision('high') # allow tf32 on matmul
-else: # x86 CPUs take a slow path for denormal floats (tiny values); flushing them to zero costs nothing
-    torch.set_flush_denormal(True)
-
-if master_process and not eval_only:
-    try: # find out now, not at the first checkpoint an hour into training
-        os.makedirs(out_dir, exist_ok=True)
-        tempfile.TemporaryFile(dir=out_dir).close()
-    except OSError as e:
-        sys.exit(f"error: cannot write to out_dir '{out_dir}' ({e.strerror}): choose another one with --out_dir=...")
+    if not eval_only: # find out now, not at the first checkpoint an hour into training
+        runtime.ensure_writable(out_dir)
 
 # model init; iter_num and best_val_loss are overridden if init_from='resume' (i.e. from a checkpoint)
 iter_num = 0
 best_val_loss = 1e9
 checkpoint = None
 data_dir = os.path.join('data', dataset)
-torch.manual_seed(seed) # the same initial weights on every rank
 if init_from == 'scratch':
     print("Initializing a new model from scratch")
-    try:
-        meta_vocab_size = read_meta(data_dir).get('vocab_size')
-        if meta_vocab_size is None:
-            print("defaulting to vocab_size of GPT-2 to 50304 (50257 rounded up for efficiency)")
-        model = build_model(GPTConfig(block_size=block_size, vocab_size=meta_vocab_size or 50304, n_layer=n_layer,
-                                      n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias,
-                                      model_type=model_type, activation=activation))
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-elif init_from == 'resume':
-    print(f"Resuming training from {out_dir}")
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.exists(ckpt_path):
-        sys.exit(f"error: init_from='resume' but {ckpt_path} does not exist: "
-                 f"point --out_dir to the run's folder, or start with init_from='scratch'")
-    try:
-        checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
-        # the architecture (and LoRA adapters) are the checkpoint's; dropout can change between runs
-        checkpoint['model_args'] = {**checkpoint['model_args'], 'dropout': dropout}
-        model = GPT.from_checkpoint(checkpoint)
-        iter_num = checkpoint['iter_num']
-        best_val_loss = float(checkpoint['best_val_loss'])
-    except Exception as e:
-        sys.exit(f"error: cannot load {ckpt_path}, it is truncated, corrupt or not a train.py checkpoint "
-                 f"({first_line(e)}); restore a copy or start with init_from='scratch'")
-elif init_from in GPT2_SIZES or os.path.isdir(init_from):
-    if model_type != 'gpt':
-        sys.exit(f"error: init_from='{init_from}' is a GPT; model_type='{model_type}' trains from scratch only")
-    print(f"Initializing from OpenAI GPT-2 weights: {init_from}")
-    try:
-        model = GPT.from_pretrained(init_from, dict(dropout=dropout))
-    except (ValueError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    meta_vocab_size = read_meta(data_dir).get('vocab_size')
+    if meta_vocab_size is None:
+        print("defaulting to vocab_size of GPT-2 to 50304 (50257 rounded up for efficiency)")
+    model = build_model(GPTConfig(block_size=block_size, vocab_size=meta_vocab_size or 50304, n_layer=n_layer,
+                                  n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias,
+                                  model_type=model_type, activation=activation))
 else:
-    sys.exit(f"error: unknown init_from '{init_from}': use 'scratch', 'resume', one of {', '.join(GPT2_SIZES)}, "
-             f"or a local Hugging Face GPT-2 directory")
+    model, checkpoint = runtime.load_model(init_from, out_dir, 'cpu', dropout)
+    # the run can't honour settings that contradict the weights it starts from: stop before anything is written
+    saved = asdict(model.config)
+    changed = [f"{k}={globals()[k]!r} (the model's: {saved[k]!r})" for k in _overridden
+               if k in ('n_layer', 'n_head', 'n_embd', 'bias', 'model_type', 'activation') and globals()[k] != saved[k]]
+    runtime.require(not changed, f"init_from='{init_from}' fixes the architecture, but {', '.join(changed)}: "
+                                 f"drop those settings, or train from scratch")
+    if init_from == 'resume':
+        iter_num = checkpoint['iter_num']
+        best_val_loss = checkpoint['best_val_loss']
+        runtime.require(block_size == saved['block_size'] or 'block_size' not in _overridden,
+                        f"block_size={block_size} but the resumed run has {saved['block_size']}: drop --block_size")
+        block_size = saved['block_size']
+        if any(k.startswith('lora_') for k in _overridden) and lora != checkpoint.get('lora'):
+            raise ValueError(f"the LoRA settings ({lora or 'none'}) differ from the resumed run's "
+                             f"({checkpoint.get('lora') or 'none'}), and resuming can't change them: to finetune this "
+                             f"run's weights with other LoRA settings, start a new run with --init_from={out_dir} "
+                             f"--out_dir=<another folder>")
+        lora = checkpoint.get('lora')
+    else: # a new run on these weights: fresh optimizer, iteration count and LoRA settings
+        model, checkpoint = runtime.merged_weights(model), None
 # crop down the model block size if desired, using model surgery
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
-elif block_size > model.config.block_size:
-    sys.exit(f"error: block_size={block_size} is larger than the model's {model.config.block_size} ({init_from}): "
-             f"set --block_size={model.config.block_size} or less")
-model_args = asdict(model.config) # what GPT.from_checkpoint needs to rebuild it
-
-lora = checkpoint.get('lora') if checkpoint else None # resume: from_checkpoint rebuilt the adapters
-if lora_rank != 0 and init_from != 'resume':
-    lora = dict(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
-                targets=tuple(t.strip() for t in lora_targets.split(',') if t.strip()))
-    try:
-        apply_lora(model, **lora)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-if gradient_checkpointing:
-    if not isinstance(model, GPT):
-        sys.exit(f"error: gradient_checkpointing recomputes the Blocks of a GPT; model_type='{model_type}' has "
-                 f"none: set gradient_checkpointing=False")
-    model.gradient_checkpointing = True
+runtime.require(block_size == model.config.block_size,
+                f"block_size={block_size} is larger than the model's {model.config.block_size} ({init_from}): "
+                f"set --block_size={model.config.block_size} or less")
+model_args = asdict(model.config) # what runtime.model_from_checkpoint needs to rebuild it
+if lora and init_from != 'resume': # on resume, the checkpoint rebuilt its adapters
+    apply_lora(model, **lora)
+model.gradient_checkpointing = gradient_checkpointing
 model.to(device)
+if hellaswag_interval: # tokenized once; a model that can't read GPT-2 tokens fails here, not at the first eval
+    hellaswag.check_model(model)
+    hellaswag_items = hellaswag.tokenize_items(hellaswag.load_items(hellaswag_file or hellaswag.download_val(
+        os.path.join('data', 'hellaswag'))), gpt2_encoding())
 
-# poor man's data loader
-try: # the model's vocab_size is known now, so token ids that don't fit it are caught here
-    data = {split: open_tokens(data_dir, split, vocab_size=model.config.vocab_size) for split in ('train', 'val')}
-except (FileNotFoundError, ValueError) as e:
-    sys.exit(f"error: {e}")
-for split, tokens in data.items():
-    if len(tokens) <= block_size:
-        sys.exit(f"error: {tokens.filename} has {len(tokens):,} tokens, too few for block_size={block_size}: "
-                 f"use a block_size below {len(tokens)} or more data")
+# poor man's data loader; the model's vocab_size is known now, so token ids that don't fit it are caught here
+data = {split: open_tokens(data_dir, split, vocab_size=model.config.vocab_size, block_size=block_size)
+        for split in ('train', 'val')}
 
 
 def get_batch(split, ix):
@@ -268,17 +235,14 @@ eval_windows = {split: np.linspace(0, len(tokens) - block_size - 1, eval_iters *
                 .reshape(eval_iters, batch_size) for split, tokens in data.items()}
 
 # initialize a GradScaler. If enabled=False scaler is a no-op
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+scaler = runtime.grad_scaler(rt)
 
 # optimizer: configure_optimizers takes the trainable parameters only (with LoRA, the adapters)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, verbose=master_process)
 if checkpoint is not None:
-    try:
-        optimizer.load_state_dict(checkpoint['optimizer'])
-        if checkpoint.get('scaler'): # float16 runs: the loss scale it had found
-            scaler.load_state_dict(checkpoint['scaler'])
-    except (KeyError, ValueError) as e:
-        sys.exit(f"error: the optimizer state in {ckpt_path} does not fit the model ({first_line(e)})")
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    if checkpoint.get('scaler'): # float16 runs: the loss scale it had found
+        scaler.load_state_dict(checkpoint['scaler'])
 checkpoint = None # free up memory
 
 # compile the model
@@ -301,7 +265,7 @@ if compile:
             loss.backward()
     except Exception as e:
         model = raw_model.train()
-        print(f"warning: torch.compile failed, running without it ({first_line(e)})")
+        print(f"warning: torch.compile failed, running without it ({type(e).__name__}: {runtime.first_line(e)})")
     raw_model.zero_grad(set_to_none=True)
 
 # wrap model into DDP container; evaluation runs on the unwrapped model, on rank 0 only
@@ -339,9 +303,10 @@ def get_lr(it):
     return min_lr + coeff * (learning_rate - min_lr)
 
 
-def diverged(what, value):
-    sys.exit(f"error: {what} is {value} at iter {iter_num}: training diverged; lower learning_rate (or use "
-             f"bfloat16/float32 instead of float16). The last good checkpoint in {out_dir} is untouched")
+def check_finite(what, value):
+    if not math.isfinite(value):
+        raise ValueError(f"{what} is {value} at iter {iter_num}: training diverged; lower learning_rate (or use "
+                         f"bfloat16/float32 instead of float16). The last good checkpoint in {out_dir} is untouched")
 
 
 # logging
@@ -352,7 +317,9 @@ if wandb_log and master_process:
 # training loop
 t0 = time.time()
 local_iter_num = 0 # number of iterations in the lifetime of this process
-running_mfu = -1.0
+running_mfu = None # until measured
+peak = runtime.peak_flops(device, peak_flops)
+saved_at = None # the iteration of the last checkpoint this run wrote
 while True:
 
     # determine and set the learning rate for this iteration
@@ -365,15 +332,14 @@ while True:
         losses = estimate_loss()
         print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         for split, loss in losses.items():
-            if not math.isfinite(loss):
-                diverged(f"the {split} loss", loss)
+            check_finite(f"the {split} loss", loss)
         if wandb_log:
             wandb.log({
                 "iter": iter_num,
                 "train/loss": losses['train'],
                 "val/loss": losses['val'],
                 "lr": lr,
-                "mfu": running_mfu*100, # convert to percentage
+                **({"mfu": running_mfu*100} if running_mfu is not None else {}), # convert to percentage
             })
         if losses['val'] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, losses['val'])
@@ -389,10 +355,21 @@ while True:
                     'scaler': scaler.state_dict(),
                 }
                 print(f"saving checkpoint to {out_dir}")
-                with atomic_open(os.path.join(out_dir, 'ckpt.pt')) as f: # a crash mid-save keeps the old one
-                    torch.save(checkpoint, f)
-                checkpoint = None
+                runtime.save_checkpoint(checkpoint, out_dir)
+                checkpoint, saved_at = None, iter_num
         t0 = time.time() # the evaluation is not part of the iteration's time
+    if hellaswag_interval and (iter_num % hellaswag_interval == 0 or iter_num == max_iters or eval_only):
+        # every rank scores its share of the items; the counts add up across ranks
+        counts = torch.tensor(hellaswag.score_items(raw_model, hellaswag_items, ctx, device, ddp_rank if ddp else 0,
+                                                    ddp_world_size, progress=master_process), device=device)
+        if ddp:
+            dist.all_reduce(counts)
+        n_correct, n_correct_norm, n = counts.tolist()
+        if master_process:
+            print(f"hellaswag: {n} items, acc {n_correct / n:.4f}, acc_norm {n_correct_norm / n:.4f}")
+            if wandb_log:
+                wandb.log({"iter": iter_num, "hellaswag/acc": n_correct / n, "hellaswag/acc_norm": n_correct_norm / n})
+        t0 = time.time()
     if eval_only or iter_num >= max_iters:
         break
 
@@ -432,27 +409,17 @@ while True:
     if iter_num % log_interval == 0 and master_process:
         # the mean loss over this iteration's micro-batches. note: this is a CPU-GPU sync point
         lossf = train_loss.item()
-        if not math.isfinite(lossf):
-            diverged("the loss", lossf)
-        if local_iter_num >= 5: # let the training loop settle a bit
-            mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops or None)
-            running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
-        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {running_mfu*100:.2f}%")
+        check_finite("the loss", lossf)
+        if local_iter_num >= 5 and peak: # let the training loop settle a bit
+            mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
+            running_mfu = mfu if running_mfu is None else 0.9*running_mfu + 0.1*mfu
+        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {runtime.format_mfu(running_mfu)}")
     iter_num += 1
     local_iter_num += 1
 
+if master_process and not eval_only and saved_at is None:
+    why = (f"no iteration ran (max_iters={max_iters}, the run started at iter {iter_num})" if local_iter_num == 0 else
+           f"the val loss never went below {best_val_loss:.4f}, and always_save_checkpoint=False")
+    print(f"no checkpoint was written to {out_dir}: {why}")
 if ddp:
-    # all-reduced gradients keep the replicas identical; one number per rank shows that they are
-    checksum = torch.stack([p.detach().double().sum() for p in raw_model.parameters()]).sum().reshape(1)
-    gathered = [torch.empty_like(checksum) for _ in range(ddp_world_size)]
-    # a gloo worker thread that frees the gather's tensors needs the GIL, and one that asks for it while
-    # Python shuts down is killed, aborting the process ('terminate called without an active exception');
-    # holding the work object here leaves the freeing to this thread
-    gather = dist.all_gather(gathered, checksum, async_op=True)
-    gather.wait()
-    checksums = [t.item() for t in gathered]
-    if master_process:
-        print(f"weight checksum per rank: {checksums}")
-        if len(set(checksums)) > 1:
-            sys.exit("error: the DDP ranks ended with different weights")
     dist.destroy_process_group()

@@ -1,6 +1,13 @@
-"""Shared fixtures: the repo on sys.path, offline environment, tiny datasets and models made on the fly."""
+"""Shared fixtures and helpers, once: the repo on sys.path, an offline environment, text, datasets, models
+and checkpoints made on the fly (ours and the original nanoGPT's layout), train.py's log parsers, and the
+scripts run as a user runs them. No test reads ../shared or writes the repo's own data/ and out* folders:
+the files that can't be made here (GPT-2's BPE, the real tiny Shakespeare) are opted into by environment
+(TIKTOKEN_CACHE_DIR, TINY_SHAKESPEARE) and their tests, marked `offline_files`, skip with a reason without."""
 
+import dataclasses
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,26 +16,59 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / 'shared'
 sys.path.insert(0, str(ROOT))
 
 # no test may touch the network: hubs fail at once instead of timing out, wandb stays local
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('WANDB_MODE', 'offline')
-if (SHARED / 'tiktoken_cache').is_dir():
-    os.environ.setdefault('TIKTOKEN_CACHE_DIR', str(SHARED / 'tiktoken_cache'))
 
-from data_io import save_meta, write_tokens  # noqa: E402
+from data_io import gpt2_encoding, save_meta, write_tokens  # noqa: E402
 
 
-def tiny_text():
-    """ ~60k characters of English: tiny Shakespeare's start when ../shared has it, else made up. """
-    path = SHARED / 'data' / 'tinyshakespeare' / 'input.txt'
-    if path.exists():
-        return path.read_text()[:60000]
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if 'gpt2' in getattr(item, 'fixturenames', ()):
+            item.add_marker('offline_files')
+
+
+def _user_files():
+    """ {path: (size, mtime)} of the files in the repo's own data/ and out*/ folders: a user's work. """
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for folder in [ROOT / 'data', *ROOT.glob('out*')]
+            for p in folder.rglob('*') if p.is_file() and '__pycache__' not in p.parts}
+
+
+@pytest.fixture(scope='session', autouse=True)
+def users_files_untouched():
+    """ Tests make their data in temporary folders: the repo's data/ and out*/ are the same after the session. """
+    before = _user_files()
+    yield
+    assert _user_files() == before, "a test wrote into the repo's data/ or out* folders"
+
+
+@pytest.fixture(scope='session')
+def gpt2():
+    """ tiktoken's GPT-2 BPE, or a skip saying why it can't be loaded (no network, no TIKTOKEN_CACHE_DIR). """
+    try:
+        return gpt2_encoding()
+    except OSError as e:
+        pytest.skip(f"GPT-2 BPE files not loadable by tiktoken (set TIKTOKEN_CACHE_DIR): {str(e)[:120]}")
+
+
+def tiny_text(n_chars=60000):
+    """ A made-up play of n_chars characters: speakers in capitals ('ROMEO:'), lines of words, punctuation. """
     rng = np.random.default_rng(0)
-    words = 'the king shall not die to night for all his men are here and she will see them come'.split()
-    return ' '.join(rng.choice(words, 12000)) + '\n'
+    words = ('the king shall not die to night for all his men are here and she will see them come what is '
+             'love but a madness most discreet my lord i pray you tell me why good sir we know thy name').split()
+    speakers = ['ROMEO', 'JULIET', 'KING RICHARD III', 'FIRST CITIZEN', 'MENENIUS', 'LADY CAPULET']
+    parts, size = [], 0
+    while size < n_chars:
+        lines = []
+        for _ in range(rng.integers(1, 5)):
+            line = ' '.join(rng.choice(words, rng.integers(4, 10)))
+            lines.append(line[0].upper() + line[1:] + rng.choice([',', '.', '!', '?', ';', ':']))
+        parts.append(f"{rng.choice(speakers)}:\n" + '\n'.join(lines) + '\n\n')
+        size += len(parts[-1])
+    return ''.join(parts)[:n_chars]
 
 
 def make_char_dataset(data_dir, text=None):
@@ -66,11 +106,100 @@ def hf_gpt2_dir(tmp_path_factory):
     return path
 
 
-def run_script(script, *args, cwd=None, check=True, env=None, timeout=600):
+# -----------------------------------------------------------------------------
+# models and checkpoints
+
+def tiny_gpt(**config):
+    """ A GPT of the given config with seed-0 weights, in eval mode. """
+    import torch
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**config)).eval()
+
+
+def all_logits(model, idx):
+    """ Logits at every position (the targets only make forward keep them all). """
+    import torch
+    with torch.no_grad():
+        return model(idx, idx)[0]
+
+
+def perturb_adapters(model, std=0.1):
+    """ What training does to LoRA's B, which starts at zero (so that LoRA starts as the base model). """
+    import torch
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('lora_B'):
+                p.normal_(std=std)
+    return model
+
+
+def to_original_nanogpt(ckpt):
+    """ What nanoGPT's train.py wrote: no model_type/activation, a compiled model's key prefix, the
+    causal-mask buffers of its non-flash path, best_val_loss as a tensor, no lora/scaler. """
+    import torch
+    model = {f'_orig_mod.{k}': v for k, v in ckpt['model'].items()}
+    T = ckpt['model_args']['block_size']
+    for i in range(ckpt['model_args']['n_layer']):
+        model[f'_orig_mod.transformer.h.{i}.attn.bias'] = torch.tril(torch.ones(T, T)).view(1, 1, T, T)
+    model_args = {k: v for k, v in ckpt['model_args'].items() if k not in ('model_type', 'activation')}
+    return dict(model=model, optimizer=ckpt['optimizer'], model_args=model_args, iter_num=ckpt['iter_num'],
+                best_val_loss=torch.tensor(ckpt['best_val_loss']), config=ckpt['config'])
+
+
+def save_checkpoint(out_dir, model, dataset='tiny_char', lora=None, nanogpt=False):
+    """ out_dir/ckpt.pt in train.py's layout (an empty optimizer), or with nanogpt=True as the original
+    nanoGPT wrote it from a torch.compile'd model. """
+    import torch
+    ckpt = dict(model=model.state_dict(), optimizer={}, model_args=dataclasses.asdict(model.config), iter_num=10,
+                best_val_loss=2.5, config={'dataset': dataset, 'out_dir': str(out_dir)}, lora=lora)
+    os.makedirs(out_dir, exist_ok=True)
+    torch.save(to_original_nanogpt(ckpt) if nanogpt else ckpt, os.path.join(out_dir, 'ckpt.pt'))
+
+
+def load(path):
+    import torch
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+# -----------------------------------------------------------------------------
+# running the scripts
+
+def run_script(script, *args, cwd=None, check=True, env=None, timeout=600, **popen):
     """ Run one of the repo's scripts the way a user does; returns the CompletedProcess. """
     cmd = [sys.executable, str(ROOT / script), *map(str, args)]
     full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}
-    p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, **popen)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}\n--- stdout\n{p.stdout[-3000:]}\n--- stderr\n{p.stderr[-3000:]}")
     return p
+
+
+def closed_port_url():
+    """ An http URL on localhost where nothing listens: a connection fails at once, as offline. """
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def error_line(p, phrase):
+    """ A failed run's stderr: exit code 1, no traceback, its last line `error: ...` containing phrase. """
+    assert p.returncode == 1 and 'Traceback' not in p.stderr, (p.returncode, p.stderr[-3000:])
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and phrase in last, last
+    return last
+
+
+def iter_losses(out):
+    """ {iter: loss} from the `iter N: loss X, time Yms, mfu Z%` lines (mfu '-' until measured). """
+    lines = [line for line in out.splitlines() if line.startswith('iter ')]
+    for line in lines:
+        assert re.fullmatch(r'iter \d+: loss \d+\.\d{4}, time \d+\.\d{2}ms, mfu (-|\d+\.\d{2}%)', line), line
+    return {int(m[1]): float(m[2]) for m in (re.match(r'iter (\d+): loss (\S+),', line) for line in lines)}
+
+
+def step_losses(out):
+    """ {iter: (train loss, val loss)} from the `step N: train loss X, val loss Y` lines. """
+    return {int(m[1]): (float(m[2]), float(m[3]))
+            for m in re.finditer(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', out, re.M)}

@@ -5,6 +5,7 @@ Most tests exec it inside a stub script (the same way train.py, sample.py and be
 seconds of importing torch); one runs train.py itself."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -130,3 +131,21 @@ def test_config_files_set_train_settings(config, monkeypatch, capsys):
     monkeypatch.setattr(sys, 'argv', ['train.py', str(config)])
     exec((ROOT / 'configurator.py').read_text(), scope)
     assert 'Overriding' in capsys.readouterr().out
+
+
+SCRIPTS = ['train.py', 'sample.py', 'bench.py', 'export.py', 'eval_hellaswag.py',
+           *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob('data/*/prepare.py'))]
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_help_lists_every_setting_with_its_comment(script):
+    """ --help (and -h) print each setting of the script's settings block, its default and its comment. """
+    block = (ROOT / script).read_text().split('# ' + '-' * 77)[1]
+    settings = re.findall(r'^(\w+) = .*? # (.*)$', block, re.M)
+    assert settings
+    for flag in (['--help', '-h'] if script == 'train.py' else ['--help']):
+        p = run_script(script, flag)
+        assert p.returncode == 0 and p.stderr == '', p.stderr
+        assert 'usage: python' in p.stdout
+        for name, comment in settings:
+            assert re.search(rf'^  {name} = .*  # {re.escape(comment.strip())}$', p.stdout, re.M), (name, p.stdout)

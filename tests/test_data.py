@@ -12,15 +12,14 @@ import math
 import os
 import pickle
 import shutil
-import socket
 import sys
 import threading
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED, run_script, tiny_text
-from data_io import MIN_SPLIT_TOKENS, gpt2_encoding, load_meta, open_tokens, read_meta, write_char_dataset
+from conftest import ROOT, closed_port_url, run_script, tiny_text
+from data_io import MIN_SPLIT_TOKENS, load_meta, open_tokens, read_meta, write_char_dataset
 
 
 def copy_prepare(repo, name):
@@ -48,21 +47,6 @@ def decode_chars(data_dir):
     return [''.join(meta['itos'][int(i)] for i in open_tokens(data_dir, split, meta)) for split in ('train', 'val')]
 
 
-def gpt2():
-    try:
-        return gpt2_encoding()
-    except OSError as e:
-        pytest.skip(f"no GPT-2 BPE for tiktoken here: {e}")
-
-
-def closed_port_url():
-    """ An http URL on localhost where nothing listens: the download fails at once, as offline. """
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/input.txt"
-
-
 # -----------------------------------------------------------------------------
 # character-level: shakespeare_char and python_char
 
@@ -84,10 +68,11 @@ def test_shakespeare_char_round_trip_and_rerun(tmp_path):
     assert outputs(data_dir) == first
 
 
-@pytest.mark.skipif(not (SHARED / 'data' / 'tinyshakespeare' / 'input.txt').exists(), reason='no shared tiny Shakespeare')
+@pytest.mark.offline_files
+@pytest.mark.skipif(not os.environ.get('TINY_SHAKESPEARE'), reason='TINY_SHAKESPEARE names no copy of tiny Shakespeare')
 def test_shakespeare_char_full_corpus(tmp_path):
     data_dir = copy_prepare(tmp_path, 'shakespeare_char')
-    shutil.copy(SHARED / 'data' / 'tinyshakespeare' / 'input.txt', data_dir / 'input.txt')
+    shutil.copy(os.environ['TINY_SHAKESPEARE'], data_dir / 'input.txt')
     prepare(data_dir)
     meta = read_meta(data_dir)
     assert meta['vocab_size'] == 65
@@ -113,7 +98,7 @@ def test_shakespeare_char_downloads(tmp_path):
 @pytest.mark.parametrize('name', ['shakespeare_char', 'shakespeare'])
 def test_download_failure_is_clear_and_leaves_nothing(tmp_path, name):
     data_dir = copy_prepare(tmp_path, name)
-    url = closed_port_url()
+    url = closed_port_url() + '/input.txt'
     p = prepare(data_dir, f"--url={url}", check=False)
     assert p.returncode != 0
     assert p.stderr.startswith('error: could not download') and url in p.stderr
@@ -185,8 +170,8 @@ def test_python_char_stdlib_is_reproducible(tmp_path):
 # -----------------------------------------------------------------------------
 # GPT-2 BPE: shakespeare and openwebtext
 
-def test_shakespeare_bpe_round_trip(tmp_path):
-    enc = gpt2()
+def test_shakespeare_bpe_round_trip(tmp_path, gpt2):
+    enc = gpt2
     text = tiny_text()
     data_dir = copy_prepare(tmp_path, 'shakespeare')
     (data_dir / 'input.txt').write_text(text)
@@ -205,8 +190,8 @@ def split_documents(ids, eot):
     return [ids[start + 1:end] for start, end in zip(np.r_[-1, ends[:-1]], ends)]
 
 
-def test_openwebtext_local_text_files(tmp_path):
-    enc = gpt2()
+def test_openwebtext_local_text_files(tmp_path, gpt2):
+    enc = gpt2
     words = tiny_text().split()
     rng = np.random.default_rng(0)
     docs = [' '.join(rng.choice(words, rng.integers(200, 600))) + '\n' for _ in range(120)]

@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from model import GPT, GPTConfig, KVCache, apply_lora
+from conftest import perturb_adapters
+from model import GPT, GPTConfig, apply_lora
 
 CONFIG = dict(block_size=16, vocab_size=50, n_layer=3, n_head=2, n_embd=16)
 
@@ -34,10 +35,7 @@ def test_same_loss_and_gradients(dropout, lora):
     model = GPT(GPTConfig(**CONFIG, dropout=dropout))
     if lora:
         apply_lora(model, rank=4, alpha=8, dropout=dropout, targets=('attn.c_attn', 'mlp.c_fc'))
-        with torch.no_grad():  # B = 0 would make A's gradient zero with and without checkpointing
-            for name, p in model.named_parameters():
-                if name.endswith('lora_B'):
-                    p.normal_(std=0.1)
+        perturb_adapters(model)  # B = 0 would make A's gradient zero with and without checkpointing
     checkpointed = copy.deepcopy(model)
     checkpointed.gradient_checkpointing = True
     g = torch.Generator().manual_seed(1)
@@ -64,7 +62,7 @@ def test_inference_ignores_checkpointing():
         expected = model(idx, idx)[0]
         model.gradient_checkpointing = True
         assert torch.equal(model(idx, idx)[0], expected)
-        kv_cache = KVCache(CONFIG['n_layer'])
+        kv_cache = model.new_kv_cache(2)
         model(idx[:, :9], kv_cache=kv_cache)
         logits, _ = model(idx[:, 9:], kv_cache=kv_cache)
     assert (logits[:, -1] - expected[:, -1]).abs().max().item() <= 1e-5
@@ -79,7 +77,7 @@ def test_kv_cache_in_train_mode():
     idx = torch.randint(CONFIG['vocab_size'], (2, 10))
     with torch.no_grad():
         expected = model(idx)[0]
-        kv_cache = KVCache(CONFIG['n_layer'])
+        kv_cache = model.new_kv_cache(2)
         model(idx[:, :9], kv_cache=kv_cache)
         logits, _ = model(idx[:, 9:], kv_cache=kv_cache)
     assert (logits - expected).abs().max().item() <= 1e-5

@@ -8,34 +8,22 @@ import dataclasses
 import pytest
 import torch
 
-from model import GPT, GPTConfig, LORA_TARGETS, Bigram, LoRALinear, apply_lora, merge_lora
+import conftest
+from conftest import all_logits, perturb_adapters
+from model import GPTConfig, LORA_TARGETS, Bigram, LoRALinear, apply_lora, merge_lora
+from runtime import model_from_checkpoint
 
 CONFIG = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=16)
 
 
 def tiny_gpt(**kw):
-    torch.manual_seed(0)
-    return GPT(GPTConfig(**{**CONFIG, **kw}))
+    return conftest.tiny_gpt(**{**CONFIG, **kw})
 
 
 def batch(seed=1):
     g = torch.Generator().manual_seed(seed)
     return torch.randint(CONFIG['vocab_size'], (4, CONFIG['block_size']), generator=g), \
         torch.randint(CONFIG['vocab_size'], (4, CONFIG['block_size']), generator=g)
-
-
-def all_logits(model, idx):
-    """ Logits at every position (the targets only make forward keep them all). """
-    with torch.no_grad():
-        return model(idx, idx)[0]
-
-
-def perturb_adapters(model, std=0.1):
-    """ What training does to B, which starts at zero (so that LoRA starts as the base model). """
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith('lora_B'):
-                p.normal_(std=std)
 
 
 @pytest.mark.parametrize('targets', [('attn.c_attn', 'attn.c_proj'), LORA_TARGETS])
@@ -116,7 +104,7 @@ def test_checkpoint_round_trip(tmp_path, prefix):
     torch.save({'model': {prefix + k: v for k, v in model.state_dict().items()},
                 'model_args': dataclasses.asdict(model.config), 'lora': lora}, tmp_path / 'ckpt.pt')
     ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
-    loaded = GPT.from_checkpoint(ckpt).eval()
+    loaded = model_from_checkpoint(ckpt).eval()
     sd, sd_loaded = model.state_dict(), loaded.state_dict()
     assert sd.keys() == sd_loaded.keys()
     assert all(torch.equal(sd[k], sd_loaded[k]) for k in sd)

@@ -27,7 +27,7 @@ def test_settings_table_matches_train_py():
 def test_ci_runs_the_readme_test_command():
     command = re.search(r'```sh\n(bash run\.sh test)\s', README)[1]
     ci = (ROOT / '.ci' / 'run').read_text().strip().splitlines()
-    assert ci[-1] == command
+    assert command in ci  # as a fresh clone runs it; then the tests that need ../shared's files
 
 
 def test_named_configs_exist():
