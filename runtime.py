@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import torch
 
 from data_io import atomic_open
-from model import GPT2_SIZES, GPTConfig, apply_lora, build_model, merge_lora
+from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
@@ -199,7 +199,6 @@ def hub_reachable(timeout=3.0):
 def load_model(init_from, out_dir='out', device='cpu', dropout=None):
     """ (model, checkpoint or None) for init_from: 'resume' (out_dir/ckpt.pt), the folder of another
     train.py run, one of OpenAI's GPT-2 sizes or a local Hugging Face GPT-2 directory. """
-    from model import GPT
     if init_from == 'resume' or os.path.isfile(os.path.join(init_from, 'ckpt.pt')):
         path = os.path.join(out_dir if init_from == 'resume' else init_from, 'ckpt.pt')
         print(f"loading the train.py checkpoint {path}")
@@ -211,7 +210,3 @@ def load_model(init_from, out_dir='out', device='cpu', dropout=None):
     raise ValueError(f"unknown init_from '{init_from}': use 'resume', the folder of a train.py run, one of "
                      f"{', '.join(GPT2_SIZES)}, or a local Hugging Face GPT-2 directory")
 
-
-def merged_weights(model):
-    """ A loaded model as plain weights for a new run (its LoRA adapters folded in). """
-    return merge_lora(model) if any(n.endswith('lora_A') for n, _ in model.named_parameters()) else model

@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import hellaswag
 import runtime
 from data_io import gpt2_encoding, open_tokens, read_meta
-from model import GPT2_SIZES, GPTConfig, apply_lora, build_model
+from model import GPT2_SIZES, GPTConfig, apply_lora, build_model, merge_lora
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
@@ -182,7 +182,7 @@ else:
                              f"--out_dir=<another folder>")
         lora = checkpoint.get('lora')
     else: # a new run on these weights: fresh optimizer, iteration count and LoRA settings
-        model, checkpoint = runtime.merged_weights(model), None
+        model, checkpoint = merge_lora(model), None # its adapters, if any, folded into the weights
 # crop down the model block size if desired, using model surgery
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
