@@ -14,7 +14,9 @@ import contextlib
 import io
 import os
 import pickle
+import socket
 import urllib.request
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -150,6 +152,18 @@ def download(url, path):
         raise OSError(f"could not download {url} ({e}); without network, put the file at {path} by hand "
                       "and rerun") from None
     return path
+
+
+def hub_reachable(timeout=3.0):
+    """ Whether the Hugging Face hub answers at all: offline, the hub client would retry for half a minute. """
+    if os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False'):
+        return False
+    url = urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == 'https' else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def gpt2_encoding():

@@ -7,16 +7,14 @@ fix, and errors_as_one_line() makes the script print it as `error: ...` and exit
 """
 
 import os
-import socket
 import sys
 import tempfile
 from contextlib import nullcontext
 from types import SimpleNamespace
-from urllib.parse import urlparse
 
 import torch
 
-from data_io import atomic_open
+from data_io import atomic_open, hub_reachable
 from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
@@ -182,18 +180,6 @@ def ensure_writable(out_dir):
         tempfile.TemporaryFile(dir=out_dir).close()
     except OSError as e:
         raise OSError(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another one with --out_dir=...") from None
-
-
-def hub_reachable(timeout=3.0):
-    """ Whether the Hugging Face hub answers at all: offline, the hub client would retry for half a minute. """
-    if os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False'):
-        return False
-    url = urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == 'https' else 80)), timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def load_model(init_from, out_dir='out', device='cpu', dropout=None):

@@ -214,6 +214,17 @@ def test_openwebtext_local_text_files(tmp_path, gpt2):
     assert outputs(data_dir) == first
 
 
+def test_openwebtext_offline_hub_fails_at_once(tmp_path):
+    """ Without network (the hub's address: a closed local port) and without HF_HUB_OFFLINE: one line, no retries. """
+    data_dir = copy_prepare(tmp_path, 'openwebtext')
+    env = {'HF_HUB_OFFLINE': '', 'HF_ENDPOINT': closed_port_url(), 'HF_HOME': str(tmp_path / 'hf'),
+           'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')}
+    p = prepare(data_dir, check=False, env=env)
+    assert p.returncode != 0 and 'Retrying' not in p.stdout + p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error: could not load dataset 'openwebtext'")
+    assert outputs(data_dir) == {}
+
+
 @pytest.mark.parametrize('args, message', [
     ((), "error: could not load dataset 'openwebtext' (ConnectionError"),
     (('--dataset=json', '--data_files=/nonexistent/*.jsonl'), "error: no file matches data_files='/nonexistent/*.jsonl'"),

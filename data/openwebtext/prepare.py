@@ -12,7 +12,7 @@ import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from data_io import atomic_open, check_split_sizes, write_documents  # noqa: E402
+from data_io import atomic_open, check_split_sizes, hub_reachable, write_documents  # noqa: E402
 
 # -----------------------------------------------------------------------------
 dataset = 'openwebtext' # hub name, or a builder of local files: 'json', 'text', 'parquet' (with data_files)
@@ -25,6 +25,8 @@ num_proc = os.cpu_count() # tokenizer threads (and load_dataset processes)
 # -----------------------------------------------------------------------------
 exec(open(os.path.join(_ROOT, 'configurator.py')).read()) # overrides from command line or config file
 
+if dataset not in ('json', 'text', 'parquet', 'csv') and not hub_reachable():
+    os.environ['HF_HUB_OFFLINE'] = '1'  # fail at once: offline, the hub client would retry for half a minute
 from datasets import load_dataset  # noqa: E402  (after the settings: it takes seconds to import)
 
 if data_files and '://' not in data_files and not glob.glob(data_files, recursive=True):
