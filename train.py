@@ -34,6 +34,7 @@ import hellaswag
 import runtime
 from data_io import gpt2_encoding, open_tokens, read_meta
 from model import GPT2_SIZES, GPTConfig, apply_lora, build_model, merge_lora
+from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
@@ -199,6 +200,16 @@ if hellaswag_interval: # tokenized once; a model that can't read GPT-2 tokens fa
     hellaswag_items = hellaswag.tokenize_items(hellaswag.load_items(hellaswag_file or hellaswag.download_val(
         os.path.join('data', 'hellaswag'))), gpt2_encoding())
 
+# the dataset's tokenizer: a model of another vocabulary stops here, before its ids are read as other tokens
+tokenizer = None
+try:
+    tokenizer = load_tokenizer(data_dir) if os.path.isdir(data_dir) else None
+except OSError as e: # GPT-2's BPE files out of reach offline: training needs only the token files
+    if master_process:
+        print(f"note: val bpb is not measured, the dataset's tokenizer can't be loaded ({runtime.first_line(e)})")
+if tokenizer is not None:
+    tokenizer.check_model(model.config.vocab_size)
+
 # poor man's data loader; the model's vocab_size is known now, so token ids that don't fit it are caught here
 data = {split: open_tokens(data_dir, split, vocab_size=model.config.vocab_size, block_size=block_size)
         for split in ('train', 'val')}
@@ -233,6 +244,14 @@ def train_batch(step):
 # evaluation reads the same evenly spread windows each time: its numbers compare across evals and runs
 eval_windows = {split: np.linspace(0, len(tokens) - block_size - 1, eval_iters * batch_size).astype(np.int64)
                 .reshape(eval_iters, batch_size) for split, tokens in data.items()}
+
+# bits per byte: the val loss in bits per byte of the text its targets stand for compares across tokenizers;
+# the eval windows are fixed, so their bytes are counted once. Special tokens stand for no bytes.
+val_tokens_per_byte = None
+if tokenizer is not None:
+    token_bytes = tokenizer.token_bytes(model.config.vocab_size)
+    val_bytes = sum(int(token_bytes[data['val'][i:i+block_size]].sum()) for i in eval_windows['val'].ravel() + 1)
+    val_tokens_per_byte = eval_windows['val'].size * block_size / val_bytes if val_bytes else None
 
 # initialize a GradScaler. If enabled=False scaler is a no-op
 scaler = runtime.grad_scaler(rt)
@@ -330,7 +349,9 @@ while True:
     # evaluate the loss on train/val sets and write checkpoints
     if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and master_process:
         losses = estimate_loss()
-        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        val_bpb = losses['val'] * val_tokens_per_byte / math.log(2) if val_tokens_per_byte else None
+        bpb = '-' if val_bpb is None else f"{val_bpb:.4f}"
+        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, val bpb {bpb}")
         for split, loss in losses.items():
             check_finite(f"the {split} loss", loss)
         if wandb_log:
@@ -338,6 +359,7 @@ while True:
                 "iter": iter_num,
                 "train/loss": losses['train'],
                 "val/loss": losses['val'],
+                **({"val/bpb": val_bpb} if val_bpb is not None else {}),
                 "lr": lr,
                 **({"mfu": running_mfu*100} if running_mfu is not None else {}), # convert to percentage
             })

@@ -199,7 +199,14 @@ def iter_losses(out):
     return {int(m[1]): float(m[2]) for m in (re.match(r'iter (\d+): loss (\S+),', line) for line in lines)}
 
 
+STEP_LINE = r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4}), val bpb (\d+\.\d{4}|-)$'
+
+
 def step_losses(out):
-    """ {iter: (train loss, val loss)} from the `step N: train loss X, val loss Y` lines. """
-    return {int(m[1]): (float(m[2]), float(m[3]))
-            for m in re.finditer(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', out, re.M)}
+    """ {iter: (train loss, val loss)} from the `step N: train loss X, val loss Y, val bpb Z` lines. """
+    return {int(m[1]): (float(m[2]), float(m[3])) for m in re.finditer(STEP_LINE, out, re.M)}
+
+
+def step_bpb(out):
+    """ {iter: val bits per byte, None where not measured ('-')} from the same lines. """
+    return {int(m[1]): None if m[4] == '-' else float(m[4]) for m in re.finditer(STEP_LINE, out, re.M)}
