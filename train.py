@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import hellaswag
 import runtime
+from chat_template import conversation_starts, masked_targets
 from data_io import gpt2_encoding, open_tokens, read_meta
 from model import GPT2_SIZES, GPTConfig, apply_lora, build_model, merge_lora
 from tokenizer import load_tokenizer
@@ -190,9 +191,17 @@ if block_size < model.config.block_size:
 runtime.require(block_size == model.config.block_size,
                 f"block_size={block_size} is larger than the model's {model.config.block_size} ({init_from}): "
                 f"set --block_size={model.config.block_size} or less")
+# instruction data (data/instruct/prepare.py) adds special tokens after the base vocabulary: grow the model's
+# embedding by surgery (the ids of the base vocabulary keep their meaning; anything else is another dataset)
+meta = read_meta(data_dir)
+if init_from != 'resume' and meta.get('base_vocab_size', math.inf) <= model.config.vocab_size < meta['vocab_size']:
+    print(f"growing the model's vocab_size from {model.config.vocab_size} to {meta['vocab_size']} for the chat's special tokens")
+    model.grow_vocab(meta['vocab_size'])
 model_args = asdict(model.config) # what runtime.model_from_checkpoint needs to rebuild it
 if lora and init_from != 'resume': # on resume, the checkpoint rebuilt its adapters
     apply_lora(model, **lora)
+if lora and 'bos_id' in meta: # the special tokens' embeddings must learn: with LoRA, the embedding trains too
+    model.transformer.wte.weight.requires_grad_(True)
 model.gradient_checkpointing = gradient_checkpointing
 model.to(device)
 if hellaswag_interval: # tokenized once; a model that can't read GPT-2 tokens fails here, not at the first eval
@@ -213,6 +222,16 @@ if tokenizer is not None:
 # poor man's data loader; the model's vocab_size is known now, so token ids that don't fit it are caught here
 data = {split: open_tokens(data_dir, split, vocab_size=model.config.vocab_size, block_size=block_size)
         for split in ('train', 'val')}
+# instruction data: a mask beside the tokens (1 on the assistant's replies, the only targets the loss counts),
+# and rows that start at a conversation's boundary token
+masks, starts = None, None
+if 'bos_id' in meta:
+    masks = {split: np.memmap(os.path.join(data_dir, f"{split}_mask.bin"), dtype=np.uint8, mode='r') for split in data}
+    starts = {split: conversation_starts(tokens, meta['bos_id'], block_size) for split, tokens in data.items()}
+    for split in data:
+        runtime.require(len(masks[split]) == len(data[split]) and len(starts[split]),
+                        f"{data_dir}/{split}_mask.bin does not match {split}.bin, or no conversation fits "
+                        f"block_size={block_size}: rerun the dataset's prepare.py")
 
 
 def get_batch(split, ix):
@@ -222,6 +241,9 @@ def get_batch(split, ix):
     tokens = np.memmap(data[split].filename, dtype=data[split].dtype, mode='r')
     x = torch.stack([torch.from_numpy((tokens[i:i+block_size]).astype(np.int64)) for i in ix])
     y = torch.stack([torch.from_numpy((tokens[i+1:i+1+block_size]).astype(np.int64)) for i in ix])
+    if masks is not None:
+        mask = np.memmap(masks[split].filename, dtype=np.uint8, mode='r')
+        y = masked_targets(y, torch.stack([torch.from_numpy(mask[i+1:i+1+block_size].astype(np.int64)) for i in ix]))
     if device_type == 'cuda':
         # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
         x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
@@ -237,13 +259,18 @@ def rng_for(stream, step):
 
 
 def train_batch(step):
-    """ Micro-batch number `step` of this rank: random windows of train.bin. """
+    """ Micro-batch number `step` of this rank: random windows of train.bin (instruction data: from conversation starts). """
+    if starts is not None:
+        return get_batch('train', starts['train'][rng_for(0, step).integers(len(starts['train']), size=batch_size)])
     return get_batch('train', rng_for(0, step).integers(len(data['train']) - block_size, size=batch_size))
 
 
 # evaluation reads the same evenly spread windows each time: its numbers compare across evals and runs
 eval_windows = {split: np.linspace(0, len(tokens) - block_size - 1, eval_iters * batch_size).astype(np.int64)
                 .reshape(eval_iters, batch_size) for split, tokens in data.items()}
+if starts is not None:
+    eval_windows = {split: s[np.linspace(0, len(s) - 1, eval_iters * batch_size).astype(np.int64)]
+                    .reshape(eval_iters, batch_size) for split, s in starts.items()}
 
 # bits per byte: the val loss in bits per byte of the text its targets stand for compares across tokenizers;
 # the eval windows are fixed, so their bytes are counted once. Special tokens stand for no bytes.
