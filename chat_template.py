@@ -13,6 +13,7 @@ conversations can be cut into rows that each start at one (conversation_starts).
 tokenizer.SPECIAL_TOKENS: a trained BPE reserves them, GPT-2's BPE and characters get them appended
 (tokenizer.with_special_tokens), and a model trained before grows its embedding (GPT.grow_vocab).
 """
+import json
 import os
 
 import numpy as np
@@ -35,6 +36,26 @@ def check_chat_tokenizer(tok, what):
     if missing:
         raise ValueError(f"{what} has no chat template (its tokenizer lacks {', '.join(missing)}): finetune it on "
                          f"instructions first (data/instruct/prepare.py, then train.py with that dataset)")
+
+
+def read_records(path):
+    """ The records of a local JSON (a list) or JSONL (one object a line) file; ValueError naming the bad line. """
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    if text.lstrip().startswith('['):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}): fix it, or write one record "
+                             f"a line (JSONL)") from None
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {n} is not JSON ({e.msg}): fix or remove that line") from None
+    return records
 
 
 def from_record(record):
@@ -91,14 +112,18 @@ def render(tok, conversation):
     return ids, mask
 
 
-def prompt_ids(tok, message, system=None):
-    """ Ids that open one user turn and the assistant's reply (what chat.py feeds the model each turn); with
-    system, the conversation's beginning goes first. """
-    ids = [tok.special_id(BOUNDARY)] if system is not None else []
+def head_ids(tok, system=''):
+    """ Ids that open a conversation: the boundary token, and the system message if there is one. """
+    ids = [tok.special_id(BOUNDARY)]
     if system:
         ids += [tok.special_id('<|system_start|>'), *tok.encode_ordinary(system), tok.special_id('<|system_end|>')]
-    return ids + [tok.special_id('<|user_start|>'), *tok.encode_ordinary(message), tok.special_id('<|user_end|>'),
-                  tok.special_id('<|assistant_start|>')]
+    return ids
+
+
+def prompt_ids(tok, message):
+    """ Ids of one user turn that open the assistant's reply: what chat.py feeds the model each turn. """
+    return [tok.special_id('<|user_start|>'), *tok.encode_ordinary(message), tok.special_id('<|user_end|>'),
+            tok.special_id('<|assistant_start|>')]
 
 
 def conversation_starts(tokens, boundary_id, block_size):
@@ -152,3 +177,65 @@ def write_dataset(data_dir, base, splits, block_size):
         write_tokens(os.path.join(data_dir, f"{split}_mask.bin"), mask, np.uint8)
     write_splits(data_dir, {split: ids for split, (ids, _) in arrays.items()}, tok.vocab_size, meta)
     return out
+
+
+class Chat:
+    """ One conversation with a model, its KV cache kept across turns: each turn feeds only its own tokens
+    (the previous reply's end token, the user's message, <|assistant_start|>), never the earlier turns again.
+    When the context would pass block_size, the oldest turns are dropped (the system message is kept) until
+    half the context is free, and what is left is prefilled once more. """
+
+    def __init__(self, model, tok, system=''):
+        self.model, self.tok = model, tok
+        self.block_size = model.config.block_size
+        self.end = tok.special_id('<|assistant_end|>')
+        self.kv_cache = model.new_kv_cache(1)
+        self.head = head_ids(tok, system)
+        self.turns = []  # ids of each turn so far (the user's message and the reply), after head
+        self.cached = []  # the ids whose keys and values are in kv_cache (kv_cache.pos of them)
+        self.pending = list(self.head)  # ids of the conversation not fed to the model yet
+
+    def context(self):
+        return self.head + [i for turn in self.turns for i in turn]
+
+    def _crop(self):
+        # drop whole turns from the start (keep the last one, the reply being written), then if that one
+        # alone is too long, its oldest tokens
+        while len(self.turns) > 1 and len(self.context()) > self.block_size // 2:
+            self.turns.pop(0)
+        ids = self.context()
+        if len(ids) > self.block_size // 2:
+            ids = self.head + ids[len(ids) - self.block_size // 2 + len(self.head):]
+        self.kv_cache.pos, self.cached, self.pending = 0, [], ids
+
+    def reply(self, message, max_new_tokens, temperature=1.0, top_k=None):
+        """ Yield the reply's token ids to message as they come (top_k=1: greedy), up to <|assistant_end|>. """
+        import torch
+        from model import sample_next
+        turn = prompt_ids(self.tok, message)
+        self.turns.append(turn)
+        self.pending += turn
+        try:
+            for _ in range(max_new_tokens):
+                if len(self.cached) + len(self.pending) > self.block_size:
+                    self._crop()
+                device = self.kv_cache.k.device
+                with torch.no_grad():
+                    logits, _ = self.model(torch.tensor([self.pending], device=device), kv_cache=self.kv_cache)
+                self.cached, self.pending = self.cached + self.pending, []
+                idx = sample_next(logits[:, -1, :].float(), temperature, top_k).item()
+                turn.append(idx)
+                self.pending = [idx]
+                if idx == self.end:
+                    return
+                yield idx
+        finally:  # cut at max_new_tokens, or stopped by the caller (Ctrl-C): the reply still ends as the
+            if turn[-1] != self.end:  # template says, fed with the next turn
+                turn.append(self.end)
+                self.pending.append(self.end)
+
+    def add_turn(self, message, reply):
+        """ A whole turn given, not generated (the earlier turns of an evaluation record). """
+        turn = prompt_ids(self.tok, message) + self.tok.encode_ordinary(reply) + [self.end]
+        self.turns.append(turn)
+        self.pending += turn

@@ -13,7 +13,6 @@ $ python data/instruct/prepare.py --dataset=yahma/alpaca-cleaned              # 
 $ python data/instruct/prepare.py --dataset=HuggingFaceTB/smol-smoltalk       # needs network
 """
 import glob
-import json
 import os
 import sys
 
@@ -21,7 +20,7 @@ import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from chat_template import from_record, write_dataset  # noqa: E402
+from chat_template import from_record, read_records, write_dataset  # noqa: E402
 from data_io import hub_reachable  # noqa: E402
 from tokenizer import load_tokenizer  # noqa: E402
 
@@ -36,26 +35,6 @@ seed = 2357 # seed of the train/val shuffle
 out_dataset = 'instruct' # writes data/<out_dataset>/ (train with --dataset=<out_dataset>)
 # -----------------------------------------------------------------------------
 exec(open(os.path.join(_ROOT, 'configurator.py')).read()) # overrides from command line or config file
-
-
-def read_records(path):
-    """ The records of a local JSON (a list) or JSONL (one object a line) file; ValueError naming the bad line. """
-    with open(path, encoding='utf-8') as f:
-        text = f.read()
-    if text.lstrip().startswith('['):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}): fix it, or write one record "
-                             f"a line (JSONL)") from None
-    records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {n} is not JSON ({e.msg}): fix or remove that line") from None
-    return records
 
 
 def hub_records(name):
