@@ -275,7 +275,7 @@ if starts is not None:
 # bits per byte: the val loss in bits per byte of the text its targets stand for compares across tokenizers;
 # the eval windows are fixed, so their bytes are counted once. Special tokens stand for no bytes.
 val_tokens_per_byte = None
-if tokenizer is not None:
+if tokenizer is not None and masks is None: # instruction data: the loss is over the replies only, not the bytes of every window
     token_bytes = tokenizer.token_bytes(model.config.vocab_size)
     val_bytes = sum(int(token_bytes[data['val'][i:i+block_size]].sum()) for i in eval_windows['val'].ravel() + 1)
     val_tokens_per_byte = eval_windows['val'].size * block_size / val_bytes if val_bytes else None

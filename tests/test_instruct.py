@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from chat_template import (BOUNDARY, chat_tokenizer, conversation_starts, masked_targets, render, write_dataset)
 from conftest import (make_char_dataset, make_instruct_dataset, run_script, save_checkpoint, spelling_conversations,
-                      step_losses, tiny_gpt, tiny_text)
+                      step_bpb, step_losses, tiny_gpt, tiny_text)
 from data_io import read_meta
 from model import GPT, GPTConfig
 from runtime import load_checkpoint
@@ -117,6 +117,7 @@ def test_train_py_loss_is_the_masked_cross_entropy_of_a_grown_base_model(tmp_pat
                    '--compile=False', cwd=tmp_path)
     assert 'growing the model' in p.stdout
     val_loss = step_losses(p.stdout)[0][1]
+    assert step_bpb(p.stdout)[0] is None  # bits per byte of every window's text would not match a loss on replies
     # by hand: the base model grown, on val's first, middle and last conversation starts, loss on the mask only
     meta = read_meta(data_dir)
     base, _ = load_checkpoint(str(tmp_path / 'out-base' / 'ckpt.pt'))
