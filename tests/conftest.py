@@ -215,17 +215,15 @@ def step_bpb(out):
 # -----------------------------------------------------------------------------
 # instruction data
 
-def spelling_conversations(words):
-    """ One chat per word: the user asks to spell it, the assistant answers with its letters spaced out. """
-    return [[{'role': 'user', 'content': f"spell {w}"}, {'role': 'assistant', 'content': ' '.join(w)}] for w in words]
-
-
 def make_instruct_dataset(data_dir, base_dir, block_size=64):
     """ An instruction dataset (chat_template.write_dataset) over the character tokenizer of base_dir: spelling
     chats of tiny_text()'s words, val's words unseen in train. Returns data_dir. """
     from chat_template import write_dataset
     from tokenizer import load_tokenizer
     words = sorted({w.strip(',.!?;:') for w in tiny_text(3000).lower().split()} - {''})
-    write_dataset(str(data_dir), load_tokenizer(str(base_dir)), {
-        'train': spelling_conversations(words[3:] * 4), 'val': spelling_conversations(words[:3] * 2)}, block_size)
+
+    def spelling(words):  # the user asks to spell a word, the assistant answers with its letters spaced out
+        return [[{'role': 'user', 'content': f"spell {w}"}, {'role': 'assistant', 'content': ' '.join(w)}] for w in words]
+    write_dataset(str(data_dir), load_tokenizer(str(base_dir)), {'train': spelling(words[3:] * 4),
+                                                                 'val': spelling(words[:3] * 2)}, block_size)
     return data_dir

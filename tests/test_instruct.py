@@ -4,18 +4,14 @@ train.py's val loss on an instruction dataset equals a hand-computed masked cros
 model's vocabulary), changing a masked target changes nothing, and rows never run from one conversation into
 the next without the boundary token."""
 
-import os
-
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
-from chat_template import (BOUNDARY, chat_tokenizer, conversation_starts, masked_targets, render, write_dataset)
-from conftest import (make_char_dataset, make_instruct_dataset, run_script, save_checkpoint, spelling_conversations,
-                      step_bpb, step_losses, tiny_gpt, tiny_text)
+from chat_template import BOUNDARY, chat_tokenizer, conversation_starts, masked_targets, render
+from conftest import (make_char_dataset, make_instruct_dataset, run_script, save_checkpoint, step_bpb, step_losses,
+                      tiny_gpt, tiny_text)
 from data_io import read_meta
-from model import GPT, GPTConfig
 from runtime import load_checkpoint
 from tokenizer import CharTokenizer, gpt2_tokenizer, load_tokenizer, train_bpe
 
