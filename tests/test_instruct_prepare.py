@@ -108,3 +108,24 @@ def test_bad_input_is_one_line_each(tmp_path):
     # offline (conftest sets HF_HUB_OFFLINE), the hub fails at once and names the local alternative
     error_line(prepare(repo, '--dataset=yahma/alpaca-cleaned', check=False), '--data_files=<file.jsonl>')
     assert not (repo / 'data' / 'instruct' / 'train.bin').exists()
+
+
+def test_the_offline_demo_holds_its_eval_words_out_of_training(tmp_path):
+    repo = setup_repo(tmp_path)
+    letters = 'abcdefghijklmnopqrstuvwxyz'
+    make_char_dataset(repo / 'data' / 'base', tiny_text() + f"\n{letters} {letters.upper()} - ")
+    (repo / 'data' / 'instruct_demo').mkdir()
+    shutil.copy(ROOT / 'data' / 'instruct_demo' / 'prepare.py', repo / 'data' / 'instruct_demo' / 'prepare.py')
+    run_script(repo / 'data' / 'instruct_demo' / 'prepare.py', '--base_dataset=base', '--heldout_words=4', cwd=repo)
+    data_dir = repo / 'data' / 'instruct_demo'
+    held = [json.loads(line) for line in (data_dir / 'heldout.jsonl').read_text().splitlines()]
+    assert len(held) == 4 * 5 and {r['task'] for r in held} == {'spell', 'reverse', 'uppercase', 'first', 'last'}
+    spell = {r['messages'][0]['content'].split()[-1]: r['messages'][1]['content'] for r in held if r['task'] == 'spell'}
+    assert all(answer == '-'.join(word) for word, answer in spell.items())
+    tok = load_tokenizer(str(data_dir))
+    train = tok.decode(np.fromfile(data_dir / 'train.bin', dtype=np.uint16).tolist())
+    val = tok.decode(np.fromfile(data_dir / 'val.bin', dtype=np.uint16).tolist())
+    for word in spell:
+        assert f"spell {word}<" in val and f" {word}<" not in train
+    error_line(run_script(repo / 'data' / 'instruct_demo' / 'prepare.py', '--base_dataset=tiny_char', cwd=repo,
+                          check=False), 'lacks the characters')

@@ -61,7 +61,7 @@ try:
     if missing:
         raise ValueError(f"data/{base_dataset} lacks the characters {missing} the tasks need: use shakespeare_char")
     text = ''.join(base.decode(open_tokens(base_dir, split).tolist()) for split in ('train', 'val'))
-    words = sorted({w for w in re.findall(r'[a-z]+', text) if min_len <= len(w) <= max_len})
+    words = sorted({w.lower() for w in re.findall(r'[A-Za-z]+', text) if min_len <= len(w) <= max_len})
     if len(words) < 2 * heldout_words:
         raise ValueError(f"data/{base_dataset} has only {len(words)} words of {min_len}-{max_len} letters: "
                          f"lower --heldout_words or widen --min_len/--max_len")
