@@ -2,9 +2,13 @@
 characters, a trained BPE and GPT-2's BPE); GPT.grow_vocab keeps the old logits and starts new rows at the mean;
 train.py's val loss on an instruction dataset equals a hand-computed masked cross-entropy (after growing a base
 model's vocabulary), changing a masked target changes nothing, and rows never run from one conversation into
-the next without the boundary token."""
+the next without the boundary token; finetuning works from a local Hugging Face GPT-2 (GPT-2's BPE, grown
+by 6 tokens), with LoRA and resume, and with torchrun DDP and gradient accumulation."""
+
+import os
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -150,3 +154,36 @@ def test_train_py_finetunes_with_lora_and_resumes(tmp_path):
     assert not torch.allclose(grown[-1], grown[-2])
     p = run_script('train.py', '--init_from=resume', '--max_iters=4', *args, cwd=tmp_path)
     assert 4 in step_losses(p.stdout)
+
+
+def test_train_py_finetunes_a_local_hf_gpt2_on_gpt2_bpe_instructions(tmp_path, gpt2, hf_gpt2_dir):
+    from chat_template import write_dataset
+    chats = [[{'role': 'user', 'content': f"say {w}"}, {'role': 'assistant', 'content': w * 3}]
+             for w in tiny_text(2000).split()]
+    write_dataset(str(tmp_path / 'data' / 'sft'), gpt2_tokenizer(), {'train': chats[20:], 'val': chats[:20]}, 32)
+    p = run_script('train.py', '--dataset=sft', f'--init_from={hf_gpt2_dir}', '--out_dir=out-sft', '--max_iters=2',
+                   '--eval_interval=2', '--eval_iters=1', '--batch_size=2', '--block_size=32', '--device=cpu',
+                   '--dtype=float32', '--compile=False', '--always_save_checkpoint=True', cwd=tmp_path)
+    assert 'growing the model\'s vocab_size from 50257 to 50263' in p.stdout and 2 in step_losses(p.stdout)
+    ckpt = torch.load(tmp_path / 'out-sft' / 'ckpt.pt', map_location='cpu', weights_only=True)
+    assert ckpt['model_args']['vocab_size'] == 50263
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_with_accumulation_on_instructions(tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT, load
+    make_char_dataset(tmp_path / 'data' / 'tiny_char')
+    save_checkpoint(tmp_path / 'out-base', tiny_gpt(block_size=32, n_layer=2, n_head=2, n_embd=32,
+                    vocab_size=read_meta(tmp_path / 'data' / 'tiny_char')['vocab_size']))
+    make_instruct_dataset(tmp_path / 'data' / 'sft', tmp_path / 'data' / 'tiny_char', block_size=32)
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(ROOT / 'train.py'),
+           '--dataset=sft', '--init_from=out-base', '--out_dir=out-sft', '--max_iters=4', '--eval_interval=4',
+           '--eval_iters=1', '--batch_size=2', '--block_size=32', '--gradient_accumulation_steps=4', '--device=cpu',
+           '--dtype=float32', '--compile=False', '--always_save_checkpoint=True']
+    p = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert 4 in step_losses(p.stdout) and load(tmp_path / 'out-sft' / 'ckpt.pt')['model_args']['vocab_size'] == \
+        read_meta(tmp_path / 'data' / 'sft')['vocab_size']
