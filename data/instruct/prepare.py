@@ -69,7 +69,6 @@ try:
             not os.path.exists(os.path.join(tokenizer, 'bpe.json')):
         raise ValueError(f"tokenizer={tokenizer!r} is neither 'gpt2' nor a dataset folder with meta.pkl or bpe.json: "
                          f"prepare that dataset first, or use --tokenizer=gpt2")
-    base = load_tokenizer(None if tokenizer == 'gpt2' else tokenizer)
     convs = []
     if dataset:
         convs += conversations(hub_records(dataset), f"dataset {dataset}")
@@ -79,6 +78,7 @@ try:
             if not os.path.isfile(path):
                 raise ValueError(f"no file matches data_files={pattern!r}: give the path of a .json or .jsonl file")
             convs += conversations(read_records(path), path)
+    base = load_tokenizer(None if tokenizer == 'gpt2' else tokenizer)
     if len(convs) < 2:
         raise ValueError(f"{len(convs)} conversation(s) found: train and val need at least one each, give more records")
     order = np.random.default_rng(seed).permutation(len(convs))
