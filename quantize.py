@@ -3,7 +3,7 @@ Quantized weights by model surgery, like LoRA: quantize(model, name) swaps the L
 Blocks (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) for quantized modules; forward is untouched.
 QUANTIZERS names the kinds; each maps an nn.Linear to its quantized replacement.
 
-'nf4': 4-bit NormalFloat weights (QLoRA, Dettmers et al. 2023), blocks of 64 weights with one fp32 scale
+'nf4': 4-bit NormalFloat weights (QLoRA, Dettmers et al. 2023), blocks of 64 consecutive weights with one fp32 scale
 each (no double quantization), through bitsandbytes. 0.53 bytes per weight instead of 4. The weights are
 dequantized one layer at a time inside the matmul, so activations and adapters stay in full precision.
 QLoRA = LoRA first, then quantize: LoRALinear's base becomes an NF4Linear, the adapters train in fp32.
@@ -32,7 +32,7 @@ def bitsandbytes():
         import bitsandbytes
     except ImportError:
         raise OSError("quantize='nf4' needs bitsandbytes, which is not installed: "
-                      "pip install 'bitsandbytes>=0.49,<0.51'") from None
+                      "pip install 'bitsandbytes>=0.50,<0.51'") from None
     return bitsandbytes
 
 
@@ -44,9 +44,6 @@ class NF4Linear(nn.Module):
         super().__init__()
         bnb = bitsandbytes()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        if linear.in_features % NF4_BLOCK_SIZE:
-            raise ValueError(f"quantize='nf4' needs layer widths that are multiples of {NF4_BLOCK_SIZE}, got "
-                             f"{linear.in_features}: pick n_embd as a multiple of {NF4_BLOCK_SIZE}")
         packed, state = bnb.functional.quantize_4bit(linear.weight.detach().float(), blocksize=NF4_BLOCK_SIZE,
                                                      quant_type='nf4')
         self.register_buffer('weight', packed)  # (out * in / 2, 1) uint8

@@ -21,7 +21,7 @@ from quantize import NF4_BLOCK_SIZE, NF4Linear, QUANTIZERS, dequantize, quantize
 
 bnb = pytest.importorskip('bitsandbytes', reason="bitsandbytes is not installed (pip install -r requirements.txt)")
 
-# n_embd: a multiple of NF4's block; the vocabulary of conftest's tiny text, so that sample.py can read the models
+# the vocabulary of conftest's tiny text, so that sample.py can read the models
 CONFIG = dict(block_size=32, vocab_size=len(set(conftest.tiny_text())), n_layer=2, n_head=2, n_embd=64)
 TINY = ['--dataset=tiny_char', '--n_layer=2', '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=4',
         '--device=cpu', '--dtype=float32', '--compile=False', '--eval_iters=2', '--log_interval=1',
