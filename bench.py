@@ -151,19 +151,22 @@ MEMORY_ROWS = {'full': (False, '', False), 'lora': (True, '', False), 'lora+gc':
                'qlora': (True, 'nf4', False), 'qlora+gc': (True, 'nf4', True)}              # grad checkpointing
 
 
+def meta_model(row):
+    """ The model of a memory row on the meta device: shapes only, no memory (LoRA applied, not quantized). """
+    with torch.device('meta'):
+        model = GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
+                              n_embd=n_embd, dropout=dropout, bias=bias, activation=activation))
+        return apply_lora(model, lora_rank, 2.0 * lora_rank, targets=LORA_TARGETS) if MEMORY_ROWS[row][0] else model
+
+
 def memory_model(row):
     """ The random-weight model of a memory row, built without ever holding two copies: on the meta device first,
     then materialised and filled (uniform is fast; the values don't change memory or time). """
     use_lora, quant, checkpointing = MEMORY_ROWS[row]
-    with torch.device('meta'):
-        model = GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
-                              n_embd=n_embd, dropout=dropout, bias=bias, activation=activation))
-    model.to_empty(device=device)
+    model = meta_model(row).to_empty(device=device)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.uniform_(-0.03, 0.03) if p.dim() == 2 else p.fill_(1.0 if '.ln_' in name and name.endswith('weight') else 0.0)
-    if use_lora:
-        apply_lora(model, lora_rank, 2.0 * lora_rank, targets=LORA_TARGETS)
     if quant:
         quantize_model(model, quant)
     model.gradient_checkpointing = checkpointing
@@ -229,7 +232,9 @@ if mode == 'memory':
     for row in MEMORY_ROWS:
         need, have = memory_needed(row), memory_available()
         if need > have:
-            print(f"{row:<10} skipped: needs about {need / 2**30:.1f} GiB, this machine has {have / 2**30:.1f} GiB")
+            trainable = sum(p.numel() for p in meta_model(row).parameters() if p.requires_grad)
+            print(f"{row:<10} skipped: needs about {need / 2**30:.1f} GiB, this machine has {have / 2**30:.1f} GiB "
+                  f"({trainable:,} trainable parameters)")
             continue
         p = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], f'--memory_row={row}'],
                            capture_output=True, text=True)
