@@ -2,7 +2,7 @@
 Write a train.py checkpoint as a Hugging Face GPT-2 directory, loadable with
 GPT2LMHeadModel.from_pretrained(dir) (or GPT.from_pretrained(dir) here):
 $ python export.py --out_dir=out-shakespeare --to=hf-shakespeare
-A LoRA checkpoint is merged into its base weights first. HF's GPT-2 always has biases, so a
+A LoRA checkpoint is merged into its base weights first; a QLoRA one into its dequantized NF4 base. HF's GPT-2 always has biases, so a
 bias=False model gets zero ones, which compute the same function.
 The tokenizer of the run's dataset (tokenizer.py: characters, a trained BPE or GPT-2's) is written beside
 the model, so that AutoTokenizer.from_pretrained(dir) and pipeline('text-generation', model=dir) load the
@@ -15,6 +15,7 @@ import torch
 
 import runtime
 from model import HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
+from quantize import dequantize
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -34,6 +35,9 @@ model, checkpoint = runtime.load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
 cfg = model.config
 runtime.require(cfg.model_type == 'gpt',
                 f"cannot export a {cfg.model_type} model: GPT2LMHeadModel represents only model_type='gpt'")
+if checkpoint.get('quantize'): # HF's GPT-2 has full-precision weights: what the 4-bit codes stand for
+    dequantize(model)
+    print(f"dequantized the {checkpoint['quantize']} base weights")
 if checkpoint.get('lora'):
     merge_lora(model)
     print(f"merged the LoRA adapters (rank {checkpoint['lora']['rank']}) into the base weights")

@@ -16,6 +16,7 @@ import torch
 
 from data_io import atomic_open, hub_reachable
 from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
+from quantize import quantize
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
@@ -138,12 +139,14 @@ def upgrade_legacy(checkpoint):
 
 
 def model_from_checkpoint(checkpoint, dropout=None):
-    """ The model saved in a train.py checkpoint dict, LoRA adapters rebuilt; dropout may change between runs. """
+    """ The model saved in a train.py checkpoint dict, LoRA adapters and quantized base rebuilt; dropout may change between runs. """
     upgrade_legacy(checkpoint)
     model_args = dict(checkpoint['model_args'], **({} if dropout is None else {'dropout': dropout}))
     model = build_model(GPTConfig(**model_args))
     if checkpoint.get('lora'):
         apply_lora(model, **checkpoint['lora'])
+    if checkpoint.get('quantize'):  # its base was saved quantized (QLoRA): the same modules take the codes
+        quantize(model, checkpoint['quantize'])
     model.load_state_dict(checkpoint['model'])
     return model
 

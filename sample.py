@@ -9,6 +9,7 @@ import os
 import torch
 
 import runtime
+from quantize import quantize as quantize_model
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -24,6 +25,7 @@ device = 'cuda' # 'cpu', 'cuda', 'cuda:1', 'mps'; without a CUDA GPU, 'cuda' run
 dtype = 'auto' # 'float32', 'bfloat16' or 'float16' autocast; 'auto': bf16 (else fp16) on cuda, bf16 on CPUs with native bf16, else fp32
 compile = False # use PyTorch 2.0 to compile the model to be faster (the first sample waits for the compile)
 use_kv_cache = True # False recomputes the whole context for every new token: the slow reference path
+quantize = '' # '' as saved; 'nf4': the Blocks' Linear weights in 4-bit NF4 (a QLoRA checkpoint is NF4 already)
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
@@ -37,6 +39,8 @@ if start.startswith('FILE:'):
 
 rt = runtime.setup(device, dtype)
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device, dropout=0.0)
+if quantize and quantize != (checkpoint or {}).get('quantize'):
+    quantize_model(model, quantize)
 model.eval()
 model.to(rt.device)
 if compile:

@@ -35,6 +35,7 @@ import runtime
 from chat_template import conversation_starts, masked_targets
 from data_io import gpt2_encoding, open_tokens, read_meta
 from model import GPT2_SIZES, GPTConfig, apply_lora, build_model, merge_lora
+from quantize import dequantize, quantize as quantize_model
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -72,6 +73,7 @@ lora_rank = 0 # 0 disables; else the base model is frozen and only rank-lora_ran
 lora_alpha = 16.0 # the adapters' output is scaled by lora_alpha / lora_rank
 lora_dropout = 0.0 # dropout on the adapters' input
 lora_targets = 'attn.c_attn,attn.c_proj' # comma-separated, from model.LORA_TARGETS (also mlp.c_fc, mlp.c_proj)
+quantize = '' # '' full precision; 'nf4': the frozen base's Block Linears in 4-bit NF4 (QLoRA: needs lora_rank > 0)
 # adamw optimizer
 learning_rate = 6e-4 # max learning rate
 max_iters = 600000 # total number of training iterations
@@ -114,6 +116,9 @@ runtime.require(model_type == 'gpt' or not (init_from in GPT2_SIZES or os.path.i
 runtime.require(init_from in ('scratch', 'resume') or os.path.abspath(init_from) != os.path.abspath(out_dir),
                 f"init_from='{init_from}' is this run's own out_dir: continue it with --init_from=resume, or "
                 f"finetune its weights into another --out_dir")
+runtime.require(not quantize or lora_rank > 0 or eval_only,
+                f"quantize='{quantize}' freezes the base model's weights in 4 bits, which can't be trained: "
+                f"train LoRA adapters on it with --lora_rank=8 (QLoRA), or drop --quantize")
 runtime.require(not gradient_checkpointing or model_type == 'gpt',
                 f"gradient_checkpointing recomputes the Blocks of a GPT; model_type='{model_type}' has none: "
                 f"set gradient_checkpointing=False")
@@ -183,8 +188,12 @@ else:
                              f"run's weights with other LoRA settings, start a new run with --init_from={out_dir} "
                              f"--out_dir=<another folder>")
         lora = checkpoint.get('lora')
+        runtime.require('quantize' not in _overridden or quantize == (checkpoint.get('quantize') or ''),
+                        f"quantize='{quantize}' but the resumed run has quantize='{checkpoint.get('quantize') or ''}', "
+                        f"and resuming can't change it: drop --quantize, or start a new run with --init_from={out_dir}")
+        quantize = checkpoint.get('quantize') or ''
     else: # a new run on these weights: fresh optimizer, iteration count and LoRA settings
-        model, checkpoint = merge_lora(model), None # its adapters, if any, folded into the weights
+        model, checkpoint = merge_lora(dequantize(model)), None # its adapters, if any, folded into the weights
 # crop down the model block size if desired, using model surgery
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
@@ -202,6 +211,8 @@ if lora and init_from != 'resume': # on resume, the checkpoint rebuilt its adapt
     apply_lora(model, **lora)
 if lora and 'bos_id' in meta: # the special tokens' embeddings must learn: with LoRA, the embedding trains too
     model.transformer.wte.weight.requires_grad_(True)
+if quantize and init_from != 'resume': # after LoRA: the adapters' frozen bases become 4-bit (QLoRA)
+    quantize_model(model, quantize)
 model.gradient_checkpointing = gradient_checkpointing
 model.to(device)
 if hellaswag_interval: # tokenized once; a model that can't read GPT-2 tokens fails here, not at the first eval
@@ -401,6 +412,7 @@ while True:
                     'best_val_loss': best_val_loss,
                     'config': config,
                     'lora': lora,
+                    'quantize': quantize or None, # the base is saved quantized: model_from_checkpoint re-quantizes first
                     'scaler': scaler.state_dict(),
                 }
                 print(f"saving checkpoint to {out_dir}")

@@ -147,12 +147,12 @@ def to_original_nanogpt(ckpt):
                 best_val_loss=torch.tensor(ckpt['best_val_loss']), config=ckpt['config'])
 
 
-def save_checkpoint(out_dir, model, dataset='tiny_char', lora=None, nanogpt=False):
+def save_checkpoint(out_dir, model, dataset='tiny_char', lora=None, nanogpt=False, quantize=None):
     """ out_dir/ckpt.pt in train.py's layout (an empty optimizer), or with nanogpt=True as the original
     nanoGPT wrote it from a torch.compile'd model. """
     import torch
     ckpt = dict(model=model.state_dict(), optimizer={}, model_args=dataclasses.asdict(model.config), iter_num=10,
-                best_val_loss=2.5, config={'dataset': dataset, 'out_dir': str(out_dir)}, lora=lora)
+                best_val_loss=2.5, config={'dataset': dataset, 'out_dir': str(out_dir)}, lora=lora, quantize=quantize)
     os.makedirs(out_dir, exist_ok=True)
     torch.save(to_original_nanogpt(ckpt) if nanogpt else ckpt, os.path.join(out_dir, 'ckpt.pt'))
 
