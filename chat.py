@@ -15,6 +15,7 @@ from collections import Counter
 import runtime
 from chat_template import Chat, check_chat_tokenizer, from_record, read_records
 from data_io import read_meta
+from quantize import quantize as quantize_model
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -30,6 +31,7 @@ top_k = 200 # retain only the top_k most likely tokens; 0 keeps all, 1 is greedy
 seed = 1337
 device = 'cuda' # 'cpu', 'cuda', 'cuda:1', 'mps'; without a CUDA GPU, 'cuda' runs on the CPU
 dtype = 'auto' # 'float32', 'bfloat16' or 'float16' autocast; 'auto': bf16 (else fp16) on cuda, bf16 on CPUs with native bf16, else fp32
+quantize = '' # '' as saved; 'nf4': the Blocks' Linear weights in 4-bit NF4 (a QLoRA checkpoint is NF4 already)
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
@@ -49,6 +51,8 @@ tok = load_tokenizer(data_dir)
 meta = read_meta(data_dir) if data_dir else {}
 if dataset and meta.get('base_vocab_size', float('inf')) <= model.config.vocab_size < meta['vocab_size']:
     model.grow_vocab(meta['vocab_size'])
+if quantize and quantize != (checkpoint or {}).get('quantize'):
+    quantize_model(model, quantize)
 check_chat_tokenizer(tok, f"the model of {out_dir if init_from == 'resume' else init_from}")
 tok.check_model(model.config.vocab_size)
 model.to(rt.device)

@@ -116,3 +116,13 @@ def test_eval_file_scores_exact_match(sft_workdir):
     p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--max_new_tokens=8', '--device=cpu',
                    '--dtype=float32', cwd=sft_workdir)
     assert p.stdout.splitlines()[-1].startswith('exact match: 0/2 = 0.0% (q.jsonl, greedy)')
+
+
+def test_prompt_with_nf4_weights(sft_workdir):
+    """ --quantize=nf4: the reply is the greedy reply of the same model with its Block Linears in NF4. """
+    from quantize import quantize
+    p = run_script('chat.py', '--out_dir=out-sft', '--prompt=spell the', '--top_k=1', '--max_new_tokens=10',
+                   '--device=cpu', '--dtype=float32', '--quantize=nf4', cwd=sft_workdir)
+    chat, model, tok = chat_of(sft_workdir)
+    quantize(model, 'nf4')
+    assert p.stdout.splitlines()[-1] == tok.decode(list(chat.reply('spell the', 10, top_k=1)))
