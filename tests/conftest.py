@@ -134,6 +134,19 @@ def perturb_adapters(model, std=0.1):
     return model
 
 
+def train_steps(model, x, y, steps=10, lr=1e-2):
+    """ The losses of `steps` AdamW steps on one batch, through the model's own configure_optimizers. """
+    optimizer = model.configure_optimizers(0.1, lr, (0.9, 0.95), 'cpu', verbose=False)
+    losses = []
+    for _ in range(steps):
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def to_original_nanogpt(ckpt):
     """ What nanoGPT's train.py wrote: no model_type/activation, a compiled model's key prefix, the
     causal-mask buffers of its non-flash path, best_val_loss as a tensor, no lora/scaler. """

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import conftest
-from conftest import (all_logits, error_line, iter_losses, load, make_char_dataset, perturb_adapters, run_script,
+from conftest import (all_logits, train_steps, error_line, iter_losses, load, make_char_dataset, perturb_adapters, run_script,
                       save_checkpoint, step_losses)
 from model import Bigram, GPTConfig, LORA_TARGETS, apply_lora
 from quantize import NF4_BLOCK_SIZE, NF4Linear, QUANTIZERS, dequantize, quantize
@@ -67,15 +67,8 @@ def test_qlora_step_trains_only_the_adapters():
     lora_only = {n for n, p in apply_lora(tiny_gpt(), **LORA).named_parameters() if p.requires_grad}
     assert trainable == lora_only
     frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.endswith(('lora_A', 'lora_B'))}
-    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu', verbose=False)
     x = torch.randint(CONFIG['vocab_size'], (4, CONFIG['block_size']), generator=torch.Generator().manual_seed(1))
-    losses = []
-    for _ in range(10):
-        _, loss = model(x, x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_steps(model, x, x)
     assert losses[-1] < losses[0] - 0.1
     for k, v in model.state_dict().items():
         if k in frozen:
