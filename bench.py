@@ -92,7 +92,7 @@ def weight_streaming_floor(model):
 if mode == 'generate':
     # same random weights and prompt for both paths; greedy (top_k=1) so their tokens must agree
     # (exactly in float32; in bf16/fp16, and int8 which computes in bf16, a near tie between two logits
-    # can make them part ways: random weights give many, ~1 in 100 tokens at GPT-2 124M's shape)
+    # can make them part ways: random weights, whose logits lie close together, make such ties common)
     model = make_model(vocab_size).eval()
     x = torch.randint(vocab_size, (1, prompt_len), device=device)
     print(f"generating {gen_tokens} tokens after a {prompt_len}-token prompt, {model.get_num_params()/1e6:.2f}M parameters, "
