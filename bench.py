@@ -3,12 +3,18 @@ A much shorter version of train.py for benchmarking.
 mode='train': the training step alone, burn-in then timed: ms/iter, tokens/s and MFU (or a torch.profiler trace).
 mode='compile': the same training step eager and compiled, timed in alternating blocks: both ms/iter and their ratio.
 mode='generate': generation tokens/s of a random-weight model with and without the KV cache, and their ratio.
+mode='memory': peak memory and time of one finetuning step (gpt2-xl shape, random weights, batch 1 x 256 unless set)
+for full finetuning, LoRA and QLoRA (LoRA on a 4-bit NF4 base), with and without gradient checkpointing: each in a
+fresh process, peak RSS on the CPU (max_memory_allocated on CUDA); rows that can't fit are skipped, estimated first.
 $ python bench.py --real_data=False --compile=False --device=cpu --n_layer=4 --n_head=4 --n_embd=128 --block_size=128
 $ python bench.py --mode=compile --real_data=False --device=cpu --n_layer=3 --n_head=4 --n_embd=128 --block_size=128 --batch_size=8 --vocab_size=65
 $ python bench.py --mode=generate --device=cpu --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --vocab_size=65
+$ python bench.py --mode=memory --device=cpu
 """
 import copy
 import os
+import re
+import subprocess
 import sys
 import time
 
@@ -17,10 +23,11 @@ import torch
 
 import runtime
 from data_io import open_tokens, read_meta
-from model import GPT, GPTConfig
+from model import GPT, GPT2_SIZES, LORA_TARGETS, GPTConfig, apply_lora
+from quantize import quantize as quantize_model
 
 # -----------------------------------------------------------------------------
-mode = 'train' # 'train' (the training step), 'compile' (eager vs compiled step) or 'generate' (with vs without the KV cache)
+mode = 'train' # 'train' (the training step), 'compile' (eager vs compiled step), 'generate' (with vs without the KV cache) or 'memory' (finetuning peak memory)
 batch_size = 12 # train mode: sequences per iteration
 block_size = 1024
 n_layer = 12 # model size, GPT-2 124M by default
@@ -43,11 +50,21 @@ timed_iters = 20 # iterations that are timed
 peak_flops = 0.0 # FLOP/s that MFU is measured against; 0 = the device's own (runtime.py's table)
 prompt_len = 100 # generate mode: tokens in the (random) prompt
 gen_tokens = 200 # generate mode: new tokens generated
+quantize = '' # generate mode: '' full precision, 'nf4' the Blocks' Linear weights in 4-bit NF4
+lora_rank = 8 # memory mode: rank of the LoRA/QLoRA adapters (on all of model.LORA_TARGETS)
+memory_row = '' # memory mode: '' measures every row, each in a fresh process that runs with this set to its name
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
 runtime.errors_as_one_line()
-runtime.require(mode in ('train', 'compile', 'generate'), f"unknown mode '{mode}': use 'train', 'compile' or 'generate'")
+runtime.require(mode in ('train', 'compile', 'generate', 'memory'),
+                f"unknown mode '{mode}': use 'train', 'compile', 'generate' or 'memory'")
+runtime.require(not quantize or mode == 'generate', f"quantize='{quantize}' is for mode='generate' (inference); "
+                f"mode='memory' measures QLoRA training itself")
+if mode == 'memory': # finetuning gpt2-xl (1.56B), one sequence of 256 tokens, unless set otherwise
+    for k, v in dict(GPT2_SIZES['gpt2-xl'], bias=True, batch_size=1, block_size=256, real_data=False).items():
+        if k not in _overridden:
+            globals()[k] = v
 runtime.require(min(batch_size, block_size, burnin_iters + 1, timed_iters, prompt_len, gen_tokens) > 0,
                 "batch_size, block_size, timed_iters, prompt_len and gen_tokens must be > 0, burnin_iters >= 0")
 rt = runtime.setup(device, dtype, seed)
@@ -65,6 +82,8 @@ if mode == 'generate':
     # same random weights and prompt for both paths; greedy (top_k=1) so their tokens must agree
     # (exactly in float32; in bf16/fp16 a near tie between two logits can make them part ways)
     model = make_model(vocab_size).eval()
+    if quantize:
+        quantize_model(model, quantize)
     if compile:
         model.compile() # in place, so that generate's calls to self() run compiled
     x = torch.randint(vocab_size, (1, prompt_len), device=device)
@@ -127,6 +146,109 @@ def make_train_step(model):
         return X, Y, loss.item() # .item() waits for the step to finish
     return train_step
 
+
+MEMORY_ROWS = {'full': (False, '', False), 'lora': (True, '', False), 'lora+gc': (True, '', True), # lora, quantize,
+               'qlora': (True, 'nf4', False), 'qlora+gc': (True, 'nf4', True)}              # grad checkpointing
+
+
+def meta_model(row):
+    """ The model of a memory row on the meta device: shapes only, no memory (LoRA applied, not quantized). """
+    with torch.device('meta'):
+        model = GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head,
+                              n_embd=n_embd, dropout=dropout, bias=bias, activation=activation))
+        return apply_lora(model, lora_rank, 2.0 * lora_rank, targets=LORA_TARGETS) if MEMORY_ROWS[row][0] else model
+
+
+def memory_model(row):
+    """ The random-weight model of a memory row, built without ever holding two copies: on the meta device first,
+    then materialised and filled (uniform is fast; the values don't change memory or time). """
+    use_lora, quant, checkpointing = MEMORY_ROWS[row]
+    model = meta_model(row).to_empty(device=device)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.uniform_(-0.03, 0.03) if p.dim() == 2 else p.fill_(1.0 if '.ln_' in name and name.endswith('weight') else 0.0)
+    if quant:
+        quantize_model(model, quant)
+    model.gradient_checkpointing = checkpointing
+    return model
+
+
+def memory_needed(row):
+    """ Bytes a memory row needs, estimated before trying: weights (4 bytes, NF4's 0.53 for quantized Linears),
+    gradient and two AdamW moments per trainable weight, activations, and 1 GiB of interpreter and libraries. """
+    use_lora, quant, checkpointing = MEMORY_ROWS[row]
+    L, C, B, T, V = n_layer, n_embd, batch_size, block_size, vocab_size
+    linear = L * 12 * C * C
+    total = V * C + block_size * C + linear + L * 13 * C
+    adapters = L * lora_rank * (4 * C + 2 * C + 5 * C + 5 * C) if use_lora else 0
+    weights = 4 * (total - linear) + (linear * (0.5 + 4 / 64) if quant else 4 * linear) + 4 * adapters
+    trainable = adapters if use_lora else total
+    activations = 4 * B * T * (C * L * (1 if checkpointing else 24) + 24 * C + 3 * V)
+    return weights + 12 * trainable + activations + 2**30
+
+
+def memory_available():
+    if device_type == 'cuda':
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def peak_bytes():
+    if device_type == 'cuda':
+        return torch.cuda.max_memory_allocated(device)
+    with open('/proc/self/status') as f: # VmHWM: the peak resident set size since the last reset
+        return 1024 * int(re.search(r'VmHWM:\s+(\d+) kB', f.read())[1])
+
+
+def reset_peak():
+    if device_type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with open('/proc/self/clear_refs', 'w') as f: # '5' resets VmHWM to the current RSS (Linux)
+            f.write('5')
+
+
+if mode == 'memory' and memory_row: # one row, in this fresh process
+    runtime.require(memory_row in MEMORY_ROWS, f"unknown memory_row '{memory_row}': use one of {', '.join(MEMORY_ROWS)}")
+    model = memory_model(memory_row)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    train_step = make_train_step(model)
+    reset_peak() # the step's peak: building the model (fp32 before quantizing) is not part of finetuning
+    X, Y = get_batch()
+    X, Y, _ = train_step(X, Y) # the first step also allocates the optimizer state
+    sync()
+    t0 = time.time()
+    train_step(X, Y)
+    sync()
+    print(f"memory row {memory_row}: peak {peak_bytes() / 2**30:.2f} GiB, {(time.time() - t0) * 1000:.0f} ms/step, "
+          f"{trainable:,} trainable parameters")
+    sys.exit(0)
+if mode == 'memory':
+    print(f"peak memory of one finetuning step: n_layer={n_layer}, n_head={n_head}, n_embd={n_embd}, batch {batch_size} "
+          f"x {block_size} tokens, LoRA rank {lora_rank} on {', '.join(LORA_TARGETS)}, {device} {dtype}, "
+          f"{'max_memory_allocated' if device_type == 'cuda' else 'peak RSS'}, one fresh process per row")
+    print(f"{'row':<10} {'peak GiB':>9} {'ms/step':>9} {'trainable params':>17}")
+    peaks = {}
+    for row in MEMORY_ROWS:
+        need, have = memory_needed(row), memory_available()
+        if need > have:
+            trainable = sum(p.numel() for p in meta_model(row).parameters() if p.requires_grad)
+            print(f"{row:<10} skipped: needs about {need / 2**30:.1f} GiB, this machine has {have / 2**30:.1f} GiB "
+                  f"({trainable:,} trainable parameters)")
+            continue
+        p = subprocess.run([sys.executable, os.path.abspath(__file__), *sys.argv[1:], f'--memory_row={row}'],
+                           capture_output=True, text=True)
+        m = re.search(r'memory row \S+: peak (\S+) GiB, (\d+) ms/step, (\S+) trainable', p.stdout)
+        if p.returncode != 0 or not m:
+            print(f"{row:<10} failed: {((p.stderr.strip() or p.stdout.strip()).splitlines() or ['no output'])[-1]}")
+            continue
+        peaks[row] = float(m[1])
+        print(f"{row:<10} {m[1]:>9} {m[2]:>9} {m[3]:>17}")
+    for lora_row, qlora_row in (('lora', 'qlora'), ('lora+gc', 'qlora+gc')):
+        if lora_row in peaks and qlora_row in peaks:
+            suffix = '' if lora_row == 'lora' else ' (both with gradient checkpointing)'
+            print(f"qlora/lora peak memory: {peaks[qlora_row] / peaks[lora_row]:.2f}{suffix}")
+    sys.exit(0)
 
 # model init
 raw_model = make_model(vocab_size)

@@ -14,7 +14,9 @@ import contextlib
 import io
 import os
 import pickle
+import socket
 import urllib.request
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -152,6 +154,32 @@ def download(url, path):
     return path
 
 
+def hub_reachable(timeout=3.0):
+    """ Whether the Hugging Face hub answers at all: offline, the hub client would retry for half a minute. """
+    if os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False'):
+        return False
+    url = urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == 'https' else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def read_text(path):
+    """ The text of a UTF-8 file; a ValueError when it is empty or not UTF-8. """
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start:,}): convert it "
+                         f"to UTF-8 first, e.g. with iconv") from None
+    if not text:
+        raise ValueError(f"{path} is empty: put the text in it first")
+    return text
+
+
 def gpt2_encoding():
     """ tiktoken's GPT-2 BPE; its files download once into tiktoken's cache, so say how to do without. """
     import tiktoken
@@ -200,15 +228,16 @@ def write_char_dataset(data_dir, text, source):
     return len(chars), n, len(text) - n
 
 
-def write_documents(docs, f, text_column='text', num_threads=None, batch_docs=256, desc=None):
-    """ GPT-2 BPE of each document of a datasets.Dataset (encode_ordinary, then the end-of-text token),
-    written to the open binary file f as uint16, in document order; returns the number of tokens.
+def write_documents(docs, f, text_column='text', num_threads=None, batch_docs=256, desc=None, enc=None):
+    """ GPT-2 BPE (or the tiktoken encoding enc) of each document of a datasets.Dataset (encode_ordinary, then
+    the end-of-text token), written to the open binary file f as uint16 (uint32 for a vocabulary past 65536),
+    in document order; returns the number of tokens.
     num_threads tokenizer threads run at once (tiktoken releases the GIL), each on batch_docs
     documents, while this thread reads the next documents and writes finished ids. """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
     from tqdm import tqdm
-    enc = gpt2_encoding()
+    enc = enc or gpt2_encoding()
     dtype = token_dtype(enc.n_vocab)
     num_threads = num_threads or os.cpu_count()
 

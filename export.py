@@ -2,8 +2,11 @@
 Write a train.py checkpoint as a Hugging Face GPT-2 directory, loadable with
 GPT2LMHeadModel.from_pretrained(dir) (or GPT.from_pretrained(dir) here):
 $ python export.py --out_dir=out-shakespeare --to=hf-shakespeare
-A LoRA checkpoint is merged into its base weights first. HF's GPT-2 always has biases, so a
+A LoRA checkpoint is merged into its base weights first; a QLoRA one into its dequantized NF4 base. HF's GPT-2 always has biases, so a
 bias=False model gets zero ones, which compute the same function.
+The tokenizer of the run's dataset (tokenizer.py: characters, a trained BPE or GPT-2's) is written beside
+the model, so that AutoTokenizer.from_pretrained(dir) and pipeline('text-generation', model=dir) load the
+directory; when it can't be (the dataset folder is not here, it doesn't fit the model), a note says why.
 """
 import os
 import shutil
@@ -12,6 +15,8 @@ import torch
 
 import runtime
 from model import HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
+from quantize import dequantize
+from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
 out_dir = 'out' # directory holding the ckpt.pt (or, from an FSDP run, ckpt.dcp) written by train.py
@@ -30,13 +35,27 @@ model, checkpoint = runtime.load_checkpoint(runtime.checkpoint_path(out_dir)) # 
 cfg = model.config
 runtime.require(cfg.model_type == 'gpt',
                 f"cannot export a {cfg.model_type} model: GPT2LMHeadModel represents only model_type='gpt'")
+if checkpoint.get('quantize'): # HF's GPT-2 has full-precision weights: what the 4-bit codes stand for
+    dequantize(model)
+    print(f"dequantized the {checkpoint['quantize']} base weights")
 if checkpoint.get('lora'):
     merge_lora(model)
     print(f"merged the LoRA adapters (rank {checkpoint['lora']['rank']}) into the base weights")
 
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402  (slow import, only once the input is good)
 
-eot = 50256 if cfg.vocab_size > 50256 else None  # GPT-2's <|endoftext|>; a character vocabulary has none
+# the dataset's tokenizer, as transformers' PreTrainedTokenizerFast
+data_dir = os.path.join('data', checkpoint['config']['dataset']) if 'dataset' in checkpoint.get('config', {}) else None
+try:
+    tok = load_tokenizer(data_dir)
+    tok.check_model(cfg.vocab_size)
+    hf_tokenizer = tok.to_hf(model_max_length=cfg.block_size)
+except (OSError, ValueError) as e:
+    tok, hf_tokenizer = None, None
+    print(f"note: no tokenizer written beside the model ({runtime.first_line(e)}); AutoTokenizer and pipeline() "
+          f"won't load {to} until one is")
+# its <|endoftext|>; without a tokenizer, GPT-2's when the vocabulary is GPT-2's (a character vocabulary has none)
+eot = tok.special_tokens.get('<|endoftext|>') if tok else 50256 if cfg.vocab_size > 50256 else None
 hf_config = GPT2Config(
     vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
     n_head=cfg.n_head, activation_function=next(hf for hf, ours in HF_ACTIVATIONS.items() if ours == cfg.activation),
@@ -55,6 +74,8 @@ tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp-{os.ge
 os.makedirs(tmp)
 try:
     model_hf.save_pretrained(tmp)
+    if hf_tokenizer is not None:
+        hf_tokenizer.save_pretrained(tmp)
     if os.path.isdir(to) and os.listdir(to):  # --force: move the old one aside until the new one is in place
         os.rename(to, tmp + '-old')
         os.rename(tmp, to)
@@ -66,3 +87,6 @@ except BaseException:
     raise
 print(f"wrote {to}: GPT2LMHeadModel with {model_hf.num_parameters():,} parameters, "
       f"activation_function={hf_config.activation_function}, vocab_size={cfg.vocab_size}")
+if tok is not None:
+    print(f"wrote its tokenizer beside it ({tok.describe()}, {tok.vocab_size:,} tokens): "
+          f"AutoTokenizer.from_pretrained('{to}') loads it")

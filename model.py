@@ -353,6 +353,19 @@ class GPT(LanguageModel):
         self.config.block_size = block_size
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
+    def grow_vocab(self, vocab_size):
+        # model surgery to add tokens (a chat's special tokens) after the vocabulary: the new rows start at
+        # the mean embedding, a token like the average one rather than noise, and the tied lm_head follows
+        old = self.transformer.wte.weight
+        if vocab_size < old.size(0):
+            raise ValueError(f"cannot grow vocab_size to {vocab_size}: the model's is already {old.size(0)}")
+        with torch.no_grad():
+            new = torch.cat([old, old.mean(0, keepdim=True).expand(vocab_size - old.size(0), -1)])
+        self.config.vocab_size = vocab_size
+        self.lm_head.weight = nn.Parameter(new, requires_grad=old.requires_grad)
+        self.transformer.wte.weight = self.lm_head.weight
+        self.transformer.wte.num_embeddings = self.lm_head.out_features = vocab_size
+
     @classmethod
     def from_pretrained(cls, model_type, override_args=None, local_only=False):
         """ OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') from the Hugging Face hub (or

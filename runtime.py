@@ -9,18 +9,17 @@ fix, and errors_as_one_line() makes the script print it as `error: ...` and exit
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import warnings
 from contextlib import nullcontext
 from types import SimpleNamespace
-from urllib.parse import urlparse
 
 import torch
 
-from data_io import atomic_open
-from model import GPT2_SIZES, GPTConfig, apply_lora, build_model, merge_lora
+from data_io import atomic_open, hub_reachable
+from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
+from quantize import quantize
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
@@ -190,13 +189,15 @@ def upgrade_legacy(checkpoint):
 
 
 def model_from_checkpoint(checkpoint, dropout=None):
-    """ The model saved in a train.py checkpoint dict, LoRA adapters rebuilt; dropout may change between runs.
+    """ The model saved in a train.py checkpoint dict, LoRA adapters and quantized base rebuilt; dropout may change between runs.
     A dict without 'model' (the metadata of an FSDP checkpoint) gives the model with its fresh init. """
     upgrade_legacy(checkpoint)
     model_args = dict(checkpoint['model_args'], **({} if dropout is None else {'dropout': dropout}))
     model = build_model(GPTConfig(**model_args))
     if checkpoint.get('lora'):
         apply_lora(model, **checkpoint['lora'])
+    if checkpoint.get('quantize'):  # its base was saved quantized (QLoRA): the same modules take the codes
+        quantize(model, checkpoint['quantize'])
     if 'model' in checkpoint:
         model.load_state_dict(checkpoint['model'])
     return model
@@ -357,23 +358,10 @@ def ensure_writable(out_dir):
         raise OSError(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another one with --out_dir=...") from None
 
 
-def hub_reachable(timeout=3.0):
-    """ Whether the Hugging Face hub answers at all: offline, the hub client would retry for half a minute. """
-    if os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False'):
-        return False
-    url = urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == 'https' else 80)), timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def load_model(init_from, out_dir='out', device='cpu', dropout=None, sharded=False):
     """ (model, checkpoint or None) for init_from: 'resume' (out_dir's checkpoint), the folder of another
     train.py run, one of OpenAI's GPT-2 sizes or a local Hugging Face GPT-2 directory. sharded: an FSDP run,
     see load_checkpoint. """
-    from model import GPT
     path = checkpoint_path(out_dir if init_from == 'resume' else init_from)
     if init_from == 'resume' or os.path.exists(path):
         print(f"loading the train.py checkpoint {path}")
@@ -385,7 +373,3 @@ def load_model(init_from, out_dir='out', device='cpu', dropout=None, sharded=Fal
     raise ValueError(f"unknown init_from '{init_from}': use 'resume', the folder of a train.py run, one of "
                      f"{', '.join(GPT2_SIZES)}, or a local Hugging Face GPT-2 directory")
 
-
-def merged_weights(model):
-    """ A loaded model as plain weights for a new run (its LoRA adapters folded in). """
-    return merge_lora(model) if any(n.endswith('lora_A') for n, _ in model.named_parameters()) else model

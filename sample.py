@@ -1,18 +1,19 @@
 """
 Sample from a trained model: a train.py checkpoint (ours or the original nanoGPT's), OpenAI's GPT-2
-or a local Hugging Face GPT-2 directory.
+or a local Hugging Face GPT-2 directory. Text goes through the tokenizer of the dataset the model was
+trained on (tokenizer.py: characters, a trained BPE, else GPT-2's).
 $ python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3
 """
 import os
-from itertools import groupby
 
 import torch
 
 import runtime
-from data_io import gpt2_encoding, read_meta
+from quantize import quantize as quantize_model
+from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
-init_from = 'resume' # 'resume' (out_dir/ckpt.pt), the out_dir of a run, a gpt2 variant (e.g. 'gpt2-xl') or a local Hugging Face GPT-2 directory
+init_from = 'resume' # 'resume' (out_dir's ckpt.pt, or an FSDP run's ckpt.dcp), the out_dir of a run, a gpt2 variant (e.g. 'gpt2-xl') or a local Hugging Face GPT-2 directory
 out_dir = 'out' # ignored if init_from is not 'resume'
 start = "\n" # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
 num_samples = 10 # number of samples to draw
@@ -24,6 +25,7 @@ device = 'cuda' # 'cpu', 'cuda', 'cuda:1', 'mps'; without a CUDA GPU, 'cuda' run
 dtype = 'auto' # 'float32', 'bfloat16' or 'float16' autocast; 'auto': bf16 (else fp16) on cuda, bf16 on CPUs with native bf16, else fp32
 compile = False # use PyTorch 2.0 to compile the model to be faster (the first sample waits for the compile)
 use_kv_cache = True # False recomputes the whole context for every new token: the slow reference path
+quantize = '' # '' as saved; 'nf4': the Blocks' Linear weights in 4-bit NF4 (a QLoRA checkpoint is NF4 already)
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
@@ -37,36 +39,27 @@ if start.startswith('FILE:'):
 
 rt = runtime.setup(device, dtype)
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device, dropout=0.0)
+if quantize and quantize != (checkpoint or {}).get('quantize'):
+    quantize_model(model, quantize)
 model.eval()
 model.to(rt.device)
 if compile:
     model.compile() # in place, so that generate's calls to self() run compiled (torch.compile(model) wouldn't)
 
-# look for the meta pickle in case it is available in the dataset folder
-meta, data_dir = {}, None
+# the tokenizer of the dataset the model was trained on (characters or a trained BPE), else GPT-2's
+data_dir = None
 if checkpoint is not None and 'dataset' in checkpoint.get('config', {}): # older checkpoints might not have these...
     data_dir = os.path.join('data', checkpoint['config']['dataset'])
-    meta = read_meta(data_dir)
-if 'stoi' in meta and 'itos' in meta:
-    print(f"Loading meta from {os.path.join(data_dir, 'meta.pkl')}...")
-    stoi, itos = meta['stoi'], meta['itos']
-    runtime.require(len(itos) == model.config.vocab_size,
-                    f"{data_dir}/meta.pkl has {len(itos)} characters but the model's vocab_size is "
-                    f"{model.config.vocab_size}: the dataset was prepared again since training; re-prepare or retrain")
-    unknown = sorted(set(start) - set(stoi))
-    runtime.require(not unknown, f"the prompt has characters not in the vocabulary of {data_dir}: "
-                                 f"{' '.join(map(repr, unknown))}; remove them or pick another --start")
-    encode = lambda s: [stoi[c] for c in s]
-    decode = lambda l: ''.join([itos[i] for i in l])
-else:
-    # ok let's assume gpt-2 encodings by default
-    print("No meta.pkl found, assuming GPT-2 encodings...")
-    enc = gpt2_encoding()
-    encode = lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})
-    # ids from n_vocab (50257) up are vocab_size padding (50304): never in the data, but an
-    # undertrained model can still pick them and tiktoken can't decode them, so they show as <|pad:id|>
-    decode = lambda l: ''.join(enc.decode(list(ids)) if ok else ''.join(f"<|pad:{i}|>" for i in ids)
-                               for ok, ids in groupby(l, key=lambda i: i < enc.n_vocab))
+tok = load_tokenizer(data_dir)
+print({'char': f"Loading meta from {tok.path}...", 'bpe': f"Loading the trained BPE from {tok.path}...",
+       'gpt2': "No meta.pkl found, assuming GPT-2 encodings..."}[tok.kind])
+tok.check_model(model.config.vocab_size)
+unknown = tok.unknown_characters(start)
+runtime.require(not unknown, f"the prompt has characters not in the vocabulary of {data_dir}: "
+                             f"{' '.join(map(repr, unknown))}; remove them or pick another --start")
+# special tokens written in the prompt (<|endoftext|>) become their ids; ids past the vocabulary (GPT-2's
+# padding from 50257 to 50304: never in the data, but an undertrained model can pick them) show as <|pad:id|>
+encode, decode = tok.encode, tok.decode
 
 # encode the beginning of the prompt
 start_ids = encode(start)

@@ -35,13 +35,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import hellaswag
 import runtime
+from chat_template import conversation_starts, masked_targets
 from data_io import gpt2_encoding, open_tokens, read_meta
-from model import GPT2_SIZES, GPTConfig, apply_lora, build_model
+from model import GPT2_SIZES, GPTConfig, apply_lora, build_model, merge_lora
+from quantize import dequantize, quantize as quantize_model
+from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
 # I/O
-out_dir = 'out' # checkpoints (ckpt.pt) go here
+out_dir = 'out' # checkpoints (ckpt.pt, or an FSDP run's ckpt.dcp) go here
 eval_interval = 2000 # evaluate train/val loss (and maybe checkpoint) every this many iterations
 log_interval = 1 # print the `iter N: loss ...` line every this many iterations
 eval_iters = 200 # batches per split in each evaluation
@@ -73,6 +76,7 @@ lora_rank = 0 # 0 disables; else the base model is frozen and only rank-lora_ran
 lora_alpha = 16.0 # the adapters' output is scaled by lora_alpha / lora_rank
 lora_dropout = 0.0 # dropout on the adapters' input
 lora_targets = 'attn.c_attn,attn.c_proj' # comma-separated, from model.LORA_TARGETS (also mlp.c_fc, mlp.c_proj)
+quantize = '' # '' full precision; 'nf4': the frozen base's Block Linears in 4-bit NF4 (QLoRA: needs lora_rank > 0)
 # adamw optimizer
 learning_rate = 6e-4 # max learning rate
 max_iters = 600000 # total number of training iterations
@@ -118,6 +122,9 @@ runtime.require(model_type == 'gpt' or not (init_from in GPT2_SIZES or os.path.i
 runtime.require(init_from in ('scratch', 'resume') or os.path.abspath(init_from) != os.path.abspath(out_dir),
                 f"init_from='{init_from}' is this run's own out_dir: continue it with --init_from=resume, or "
                 f"finetune its weights into another --out_dir")
+runtime.require(not quantize or lora_rank > 0 or eval_only,
+                f"quantize='{quantize}' freezes the base model's weights in 4 bits, which can't be trained: "
+                f"train LoRA adapters on it with --lora_rank=8 (QLoRA), or drop --quantize")
 runtime.require(not gradient_checkpointing or model_type == 'gpt',
                 f"gradient_checkpointing recomputes the Blocks of a GPT; model_type='{model_type}' has none: "
                 f"set gradient_checkpointing=False")
@@ -187,17 +194,31 @@ else:
                              f"run's weights with other LoRA settings, start a new run with --init_from={out_dir} "
                              f"--out_dir=<another folder>")
         lora = checkpoint.get('lora')
+        runtime.require('quantize' not in _overridden or quantize == (checkpoint.get('quantize') or ''),
+                        f"quantize='{quantize}' but the resumed run has quantize='{checkpoint.get('quantize') or ''}', "
+                        f"and resuming can't change it: drop --quantize, or start a new run with --init_from={out_dir}")
+        quantize = checkpoint.get('quantize') or ''
     else: # a new run on these weights: fresh optimizer, iteration count and LoRA settings
-        model, checkpoint = runtime.merged_weights(model), None
+        model, checkpoint = merge_lora(dequantize(model)), None # its adapters, if any, folded into the weights
 # crop down the model block size if desired, using model surgery
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
 runtime.require(block_size == model.config.block_size,
                 f"block_size={block_size} is larger than the model's {model.config.block_size} ({init_from}): "
                 f"set --block_size={model.config.block_size} or less")
+# instruction data (data/instruct/prepare.py) adds special tokens after the base vocabulary: grow the model's
+# embedding by surgery (the ids of the base vocabulary keep their meaning; anything else is another dataset)
+meta = read_meta(data_dir)
+if init_from != 'resume' and meta.get('base_vocab_size', math.inf) <= model.config.vocab_size < meta['vocab_size']:
+    print(f"growing the model's vocab_size from {model.config.vocab_size} to {meta['vocab_size']} for the chat's special tokens")
+    model.grow_vocab(meta['vocab_size'])
 model_args = asdict(model.config) # what runtime.model_from_checkpoint needs to rebuild it
 if lora and init_from != 'resume': # on resume, the checkpoint rebuilt its adapters
     apply_lora(model, **lora)
+if lora and 'bos_id' in meta: # the special tokens' embeddings must learn: with LoRA, the embedding trains too
+    model.transformer.wte.weight.requires_grad_(True)
+if quantize and init_from != 'resume': # after LoRA: the adapters' frozen bases become 4-bit (QLoRA)
+    quantize_model(model, quantize)
 model.gradient_checkpointing = gradient_checkpointing
 if fsdp: # before the optimizer, which then holds the shards; the whole model never goes to the GPU
     runtime.shard_model(model, device_type, rt.ptdtype, ddp_world_size)
@@ -212,9 +233,29 @@ if hellaswag_interval: # tokenized once; a model that can't read GPT-2 tokens fa
     hellaswag_items = hellaswag.tokenize_items(hellaswag.load_items(hellaswag_file or hellaswag.download_val(
         os.path.join('data', 'hellaswag'))), gpt2_encoding())
 
+# the dataset's tokenizer: a model of another vocabulary stops here, before its ids are read as other tokens
+tokenizer = None
+try:
+    tokenizer = load_tokenizer(data_dir) if os.path.isdir(data_dir) else None
+except OSError as e: # GPT-2's BPE files out of reach offline: training needs only the token files
+    if master_process:
+        print(f"note: val bpb is not measured, the dataset's tokenizer can't be loaded ({runtime.first_line(e)})")
+if tokenizer is not None:
+    tokenizer.check_model(model.config.vocab_size)
+
 # poor man's data loader; the model's vocab_size is known now, so token ids that don't fit it are caught here
 data = {split: open_tokens(data_dir, split, vocab_size=model.config.vocab_size, block_size=block_size)
         for split in ('train', 'val')}
+# instruction data: a mask beside the tokens (1 on the assistant's replies, the only targets the loss counts),
+# and rows that start at a conversation's boundary token
+masks, starts = None, None
+if 'bos_id' in meta:
+    masks = {split: np.memmap(os.path.join(data_dir, f"{split}_mask.bin"), dtype=np.uint8, mode='r') for split in data}
+    starts = {split: conversation_starts(tokens, meta['bos_id'], block_size) for split, tokens in data.items()}
+    for split in data:
+        runtime.require(len(masks[split]) == len(data[split]) and len(starts[split]),
+                        f"{data_dir}/{split}_mask.bin does not match {split}.bin, or no conversation fits "
+                        f"block_size={block_size}: rerun the dataset's prepare.py")
 
 
 def get_batch(split, ix):
@@ -224,6 +265,9 @@ def get_batch(split, ix):
     tokens = np.memmap(data[split].filename, dtype=data[split].dtype, mode='r')
     x = torch.stack([torch.from_numpy((tokens[i:i+block_size]).astype(np.int64)) for i in ix])
     y = torch.stack([torch.from_numpy((tokens[i+1:i+1+block_size]).astype(np.int64)) for i in ix])
+    if masks is not None:
+        mask = np.memmap(masks[split].filename, dtype=np.uint8, mode='r')
+        y = masked_targets(y, torch.stack([torch.from_numpy(mask[i+1:i+1+block_size].astype(np.int64)) for i in ix]))
     if device_type == 'cuda':
         # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
         x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
@@ -239,13 +283,26 @@ def rng_for(stream, step):
 
 
 def train_batch(step):
-    """ Micro-batch number `step` of this rank: random windows of train.bin. """
+    """ Micro-batch number `step` of this rank: random windows of train.bin (instruction data: from conversation starts). """
+    if starts is not None:
+        return get_batch('train', starts['train'][rng_for(0, step).integers(len(starts['train']), size=batch_size)])
     return get_batch('train', rng_for(0, step).integers(len(data['train']) - block_size, size=batch_size))
 
 
 # evaluation reads the same evenly spread windows each time: its numbers compare across evals and runs
 eval_windows = {split: np.linspace(0, len(tokens) - block_size - 1, eval_iters * batch_size).astype(np.int64)
                 .reshape(eval_iters, batch_size) for split, tokens in data.items()}
+if starts is not None:
+    eval_windows = {split: s[np.linspace(0, len(s) - 1, eval_iters * batch_size).astype(np.int64)]
+                    .reshape(eval_iters, batch_size) for split, s in starts.items()}
+
+# bits per byte: the val loss in bits per byte of the text its targets stand for compares across tokenizers;
+# the eval windows are fixed, so their bytes are counted once. Special tokens stand for no bytes.
+val_tokens_per_byte = None
+if tokenizer is not None and masks is None: # instruction data: the loss is over the replies only, not the bytes of every window
+    token_bytes = tokenizer.token_bytes(model.config.vocab_size)
+    val_bytes = sum(int(token_bytes[data['val'][i:i+block_size]].sum()) for i in eval_windows['val'].ravel() + 1)
+    val_tokens_per_byte = eval_windows['val'].size * block_size / val_bytes if val_bytes else None
 
 # initialize a GradScaler. If enabled=False scaler is a no-op
 scaler = runtime.grad_scaler(rt, sharded=fsdp)
@@ -352,7 +409,9 @@ while True:
     if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and (master_process or fsdp):
         losses = estimate_loss()
         if master_process:
-            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            val_bpb = losses['val'] * val_tokens_per_byte / math.log(2) if val_tokens_per_byte else None
+            bpb = '-' if val_bpb is None else f"{val_bpb:.4f}"
+            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, val bpb {bpb}")
         for split, loss in losses.items():
             check_finite(f"the {split} loss", loss)
         if wandb_log and master_process:
@@ -360,6 +419,7 @@ while True:
                 "iter": iter_num,
                 "train/loss": losses['train'],
                 "val/loss": losses['val'],
+                **({"val/bpb": val_bpb} if val_bpb is not None else {}),
                 "lr": lr,
                 **({"mfu": running_mfu*100} if running_mfu is not None else {}), # convert to percentage
             })
@@ -374,6 +434,7 @@ while True:
                     'best_val_loss': best_val_loss,
                     'config': config,
                     'lora': lora,
+                    'quantize': quantize or None, # the base is saved quantized: model_from_checkpoint re-quantizes first
                     'scaler': scaler.state_dict(),
                 }
                 if master_process:
@@ -450,4 +511,9 @@ if master_process and not eval_only and saved_at is None:
            f"the val loss never went below {best_val_loss:.4f}, and always_save_checkpoint=False")
     print(f"no checkpoint was written to {out_dir}: {why}")
 if ddp:
+    # leave together, each rank's collectives finished and let go of before the interpreter shuts down: a gloo
+    # worker thread that frees a finished collective's tensors after shutdown began dies taking the GIL and
+    # aborts the process ('terminate called without an active exception', pytorch#190489). The barrier's
+    # worker waits for the earlier collectives first, and it holds no tensors of its own
+    dist.barrier()
     dist.destroy_process_group()

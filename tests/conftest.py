@@ -134,6 +134,19 @@ def perturb_adapters(model, std=0.1):
     return model
 
 
+def train_steps(model, x, y, steps=10, lr=1e-2):
+    """ The losses of `steps` AdamW steps on one batch, through the model's own configure_optimizers. """
+    optimizer = model.configure_optimizers(0.1, lr, (0.9, 0.95), 'cpu', verbose=False)
+    losses = []
+    for _ in range(steps):
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def to_original_nanogpt(ckpt):
     """ What nanoGPT's train.py wrote: no model_type/activation, a compiled model's key prefix, the
     causal-mask buffers of its non-flash path, best_val_loss as a tensor, no lora/scaler. """
@@ -147,12 +160,12 @@ def to_original_nanogpt(ckpt):
                 best_val_loss=torch.tensor(ckpt['best_val_loss']), config=ckpt['config'])
 
 
-def save_checkpoint(out_dir, model, dataset='tiny_char', lora=None, nanogpt=False):
+def save_checkpoint(out_dir, model, dataset='tiny_char', lora=None, nanogpt=False, quantize=None):
     """ out_dir/ckpt.pt in train.py's layout (an empty optimizer), or with nanogpt=True as the original
     nanoGPT wrote it from a torch.compile'd model. """
     import torch
     ckpt = dict(model=model.state_dict(), optimizer={}, model_args=dataclasses.asdict(model.config), iter_num=10,
-                best_val_loss=2.5, config={'dataset': dataset, 'out_dir': str(out_dir)}, lora=lora)
+                best_val_loss=2.5, config={'dataset': dataset, 'out_dir': str(out_dir)}, lora=lora, quantize=quantize)
     os.makedirs(out_dir, exist_ok=True)
     torch.save(to_original_nanogpt(ckpt) if nanogpt else ckpt, os.path.join(out_dir, 'ckpt.pt'))
 
@@ -175,12 +188,16 @@ def run_script(script, *args, cwd=None, check=True, env=None, timeout=600, **pop
     return p
 
 
-def closed_port_url():
-    """ An http URL on localhost where nothing listens: a connection fails at once, as offline. """
+def free_port():
+    """ A localhost port where nothing listens. """
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        return s.getsockname()[1]
+
+
+def closed_port_url():
+    """ An http URL on localhost where nothing listens: a connection fails at once, as offline. """
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def error_line(p, phrase):
@@ -199,7 +216,31 @@ def iter_losses(out):
     return {int(m[1]): float(m[2]) for m in (re.match(r'iter (\d+): loss (\S+),', line) for line in lines)}
 
 
+STEP_LINE = r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4}), val bpb (\d+\.\d{4}|-)$'
+
+
 def step_losses(out):
-    """ {iter: (train loss, val loss)} from the `step N: train loss X, val loss Y` lines. """
-    return {int(m[1]): (float(m[2]), float(m[3]))
-            for m in re.finditer(r'^step (\d+): train loss (\d+\.\d{4}), val loss (\d+\.\d{4})$', out, re.M)}
+    """ {iter: (train loss, val loss)} from the `step N: train loss X, val loss Y, val bpb Z` lines. """
+    return {int(m[1]): (float(m[2]), float(m[3])) for m in re.finditer(STEP_LINE, out, re.M)}
+
+
+def step_bpb(out):
+    """ {iter: val bits per byte, None where not measured ('-')} from the same lines. """
+    return {int(m[1]): None if m[4] == '-' else float(m[4]) for m in re.finditer(STEP_LINE, out, re.M)}
+
+
+# -----------------------------------------------------------------------------
+# instruction data
+
+def make_instruct_dataset(data_dir, base_dir, block_size=64):
+    """ An instruction dataset (chat_template.write_dataset) over the character tokenizer of base_dir: spelling
+    chats of tiny_text()'s words, val's words unseen in train. Returns data_dir. """
+    from chat_template import write_dataset
+    from tokenizer import load_tokenizer
+    words = sorted({w.strip(',.!?;:') for w in tiny_text(3000).lower().split()} - {''})
+
+    def spelling(words):  # the user asks to spell a word, the assistant answers with its letters spaced out
+        return [[{'role': 'user', 'content': f"spell {w}"}, {'role': 'assistant', 'content': ' '.join(w)}] for w in words]
+    write_dataset(str(data_dir), load_tokenizer(str(base_dir)), {'train': spelling(words[3:] * 4),
+                                                                 'val': spelling(words[:3] * 2)}, block_size)
+    return data_dir

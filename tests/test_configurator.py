@@ -133,7 +133,7 @@ def test_config_files_set_train_settings(config, monkeypatch, capsys):
     assert 'Overriding' in capsys.readouterr().out
 
 
-SCRIPTS = ['train.py', 'sample.py', 'bench.py', 'export.py', 'eval_hellaswag.py',
+SCRIPTS = ['train.py', 'sample.py', 'bench.py', 'export.py', 'eval_hellaswag.py', 'chat.py',
            *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob('data/*/prepare.py'))]
 
 

@@ -3,7 +3,9 @@ Guards data/*/prepare.py and the token files of data_io.py: each prepare script,
 on data the test makes, writes bins that decode back to its input with the documented split sizes,
 gives byte-identical files when rerun, fails with a clear message and no files on a failed download,
 an unreachable hub or too little text; the uint16/uint32 switch at 65536 symbols reads back exactly;
-load_meta never runs code from a pickle.
+load_meta never runs code from a pickle. The trained-BPE datasets (shakespeare_bpe, openwebtext's
+--tokenizer=bpe into a folder of one's own) decode back through their bpe.json, rerun byte for byte, print
+the encoding speed line, and refuse a too small vocab_size, an empty or non-UTF-8 corpus in one line.
 """
 
 import functools
@@ -27,7 +29,7 @@ def copy_prepare(repo, name):
     writes its files there as it would in data/<name>/. Returns that data folder. """
     data_dir = repo / 'data' / name
     data_dir.mkdir(parents=True, exist_ok=True)
-    for path in ('data_io.py', 'configurator.py'):
+    for path in ('data_io.py', 'configurator.py', 'tokenizer.py'):
         shutil.copy(ROOT / path, repo / path)
     shutil.copy(ROOT / 'data' / name / 'prepare.py', data_dir / 'prepare.py')
     return data_dir
@@ -199,7 +201,8 @@ def test_openwebtext_local_text_files(tmp_path, gpt2):
     for i, doc in enumerate(docs):
         (tmp_path / 'docs' / f"{i:03d}.txt").write_text(doc)
     data_dir = copy_prepare(tmp_path / 'repo', 'openwebtext')
-    args = ['--dataset=text', f"--data_files={tmp_path / 'docs' / '*.txt'}", '--val_size=0.05', '--num_proc=2']
+    args = ['--dataset=text', f"--data_files={tmp_path / 'docs' / '*.txt'}", '--val_size=0.05', '--num_proc=2',
+            '--out_dataset=openwebtext']
     env = {'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')}
     out = prepare(data_dir, *args, env=env).stdout
     got = {split: [enc.decode(d.tolist()) for d in split_documents(open_tokens(data_dir, split), enc.eot_token)]
@@ -212,6 +215,17 @@ def test_openwebtext_local_text_files(tmp_path, gpt2):
     assert sorted(first) == ['train.bin', 'val.bin']
     prepare(data_dir, *args, env={'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache2')})  # from scratch again
     assert outputs(data_dir) == first
+
+
+def test_openwebtext_offline_hub_fails_at_once(tmp_path):
+    """ Without network (the hub's address: a closed local port) and without HF_HUB_OFFLINE: one line, no retries. """
+    data_dir = copy_prepare(tmp_path, 'openwebtext')
+    env = {'HF_HUB_OFFLINE': '', 'HF_ENDPOINT': closed_port_url(), 'HF_HOME': str(tmp_path / 'hf'),
+           'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')}
+    p = prepare(data_dir, check=False, env=env)
+    assert p.returncode != 0 and 'Retrying' not in p.stdout + p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error: could not load dataset 'openwebtext'")
+    assert outputs(data_dir) == {}
 
 
 @pytest.mark.parametrize('args, message', [
@@ -228,6 +242,110 @@ def test_openwebtext_load_errors_are_clear(tmp_path, args, message):
     if not args:  # the way out without network
         assert "--dataset=json --data_files='/path/*.jsonl'" in last
     assert outputs(data_dir) == {}
+
+
+# -----------------------------------------------------------------------------
+# a BPE trained on the corpus: shakespeare_bpe, and openwebtext's --tokenizer=bpe on one's own documents
+
+def test_shakespeare_bpe_round_trip_and_rerun(tmp_path):
+    from tokenizer import load_tokenizer
+    text = tiny_text() + ' café €5 😀\n' * 50  # multi-byte characters too
+    data_dir = copy_prepare(tmp_path, 'shakespeare_bpe')
+    (data_dir / 'input.txt').write_text(text, encoding='utf-8')
+    out = prepare(data_dir, '--vocab_size=400').stdout
+    first = outputs(data_dir)
+    assert sorted(first) == ['bpe.json', 'meta.pkl', 'train.bin', 'val.bin']
+    tok = load_tokenizer(data_dir)
+    meta = load_meta(data_dir / 'meta.pkl')
+    assert tok.kind == 'bpe' and meta == {'vocab_size': tok.vocab_size, 'tokenizer': 'bpe'} and tok.vocab_size <= 400
+    assert sorted(tok.special_tokens.values()) == list(range(tok.vocab_size - 7, tok.vocab_size))
+    n = int(0.9 * len(text))
+    train, val = (open_tokens(data_dir, split, vocab_size=tok.vocab_size).tolist() for split in ('train', 'val'))
+    assert tok.decode(train) == text[:n] and tok.decode(val) == text[n:]
+    assert train == tok.encode_ordinary(text[:n])
+    assert f"train has {len(train):,} tokens" in out and f"val has {len(val):,} tokens" in out
+    assert 'encode speed: this BPE' in out and ' MB/s' in out
+    prepare(data_dir, '--vocab_size=400')
+    assert outputs(data_dir) == first  # same input, same settings: the same bytes
+
+
+@pytest.mark.parametrize('content, args, message', [
+    ('text', ['--vocab_size=262'], "vocab_size=262 is too small: a byte-level BPE holds the 256 bytes and its 7 special tokens"),
+    ('', [], "input.txt is empty"),
+    (b'caf\xe9 au lait\n' * 1000, [], "input.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
+])
+def test_shakespeare_bpe_bad_input(tmp_path, content, args, message):
+    data_dir = copy_prepare(tmp_path, 'shakespeare_bpe')
+    path = data_dir / 'input.txt'
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(tiny_text() if content else '')
+    p = prepare(data_dir, *args, check=False)
+    assert p.returncode == 1 and 'Traceback' not in p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and message in last, last
+    assert outputs(data_dir) == {}
+
+
+def test_openwebtext_bpe_on_own_documents(tmp_path):
+    from tokenizer import load_tokenizer
+    words = tiny_text().split() + ['naïve', 'café', '😀']
+    rng = np.random.default_rng(1)
+    docs = [' '.join(rng.choice(words, rng.integers(200, 600))) + '\n' for _ in range(60)]
+    (tmp_path / 'docs').mkdir()
+    for i, doc in enumerate(docs):
+        (tmp_path / 'docs' / f"{i:03d}.txt").write_text(doc, encoding='utf-8')
+    owt_dir = copy_prepare(tmp_path / 'repo', 'openwebtext')
+    args = ['--dataset=text', f"--data_files={tmp_path / 'docs' / '*.txt'}", '--val_size=0.1', '--num_proc=2',
+            '--tokenizer=bpe', '--vocab_size=500']
+    env = {'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')}
+    p = prepare(owt_dir, *args, env=env, check=False)  # no folder named: OpenWebText's must stay OpenWebText's
+    assert p.returncode != 0 and 'name the folder for dataset' in p.stderr.strip().splitlines()[-1]
+    out = prepare(owt_dir, *args, '--out_dataset=mine', env=env).stdout
+    assert outputs(owt_dir) == {}  # nothing written beside OpenWebText's script
+    mine = tmp_path / 'repo' / 'data' / 'mine'
+    first = outputs(mine)
+    assert sorted(first) == ['bpe.json', 'meta.pkl', 'train.bin', 'val.bin']
+    tok = load_tokenizer(mine)
+    eot = tok.special_tokens['<|endoftext|>']
+    got = [tok.decode(d.tolist()) for split in ('train', 'val') for d in split_documents(open_tokens(mine, split), eot)]
+    assert sorted(got) == sorted(docs)
+    assert f"trained a BPE of {tok.vocab_size:,} tokens" in out
+    prepare(owt_dir, *args, '--out_dataset=mine', env={'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache2')})
+    assert outputs(mine) == first
+
+
+def test_openwebtext_gpt2_over_a_bpe_removes_its_files(tmp_path, gpt2):
+    """ GPT-2's tokens into a folder a BPE was prepared in: the BPE's files go, or they would read the new bins. """
+    (tmp_path / 'docs').mkdir()
+    for i in range(20):
+        (tmp_path / 'docs' / f"{i:03d}.txt").write_text(tiny_text(3000 + 100 * i)[100 * i:], encoding='utf-8')
+    owt_dir = copy_prepare(tmp_path / 'repo', 'openwebtext')
+    args = ['--dataset=text', f"--data_files={tmp_path / 'docs' / '*.txt'}", '--val_size=0.2', '--out_dataset=mine']
+    env = {'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')}
+    prepare(owt_dir, *args, '--tokenizer=bpe', '--vocab_size=300', env=env)
+    mine = tmp_path / 'repo' / 'data' / 'mine'
+    assert sorted(outputs(mine)) == ['bpe.json', 'meta.pkl', 'train.bin', 'val.bin']
+    out = prepare(owt_dir, *args, env=env).stdout
+    assert sorted(outputs(mine)) == ['train.bin', 'val.bin'] and 'removed' in out
+    assert gpt2.decode(open_tokens(mine, 'val').tolist()).count('<|endoftext|>') == 4
+
+
+@pytest.mark.parametrize('files, args, message', [
+    ({'a.txt': b'caf\xe9\n'}, [], "holds a file that is not UTF-8 text"),
+    ({'a.txt': b'some text\n'}, ['--vocab_size=100'], "vocab_size=100 is too small"),
+    ({'a.txt': b'some text\n'}, ['--tokenizer=sentencepiece'], "unknown tokenizer 'sentencepiece'"),
+    ({'a.txt': b'some text\n'}, ['--out_dataset=../elsewhere'], "must be a folder name"),
+])
+def test_openwebtext_bpe_bad_input(tmp_path, files, args, message):
+    (tmp_path / 'docs').mkdir()
+    for name, content in files.items():
+        (tmp_path / 'docs' / name).write_bytes(content)
+    owt_dir = copy_prepare(tmp_path / 'repo', 'openwebtext')
+    p = prepare(owt_dir, '--dataset=text', f"--data_files={tmp_path / 'docs' / '*.txt'}", '--tokenizer=bpe',
+                '--out_dataset=mine', *args, check=False, env={'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')})
+    assert p.returncode == 1 and 'Traceback' not in p.stderr
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and message in last, last
+    assert not (tmp_path / 'repo' / 'data' / 'mine').exists()
 
 
 # -----------------------------------------------------------------------------

@@ -17,14 +17,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import ROOT, all_logits, error_line, make_char_dataset, run_script
+from conftest import ROOT, all_logits, error_line, free_port, make_char_dataset, run_script
 from runtime import checkpoint_path, load_checkpoint
 
 TINY = ['--dataset=tiny_char', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
@@ -254,8 +253,9 @@ def test_checkpoint_layout(runs):
     assert sorted(os.listdir(cwd / 'fsdp' / 'ckpt.dcp')) == ['.metadata', '__0_0.distcp', '__1_0.distcp']
     a, b = weights(cwd / 'ddp'), weights(cwd / 'fsdp')
     assert set(a) == set(b) == {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'lora',
-                                'scaler'}
-    assert a['model_args'] == b['model_args'] and a['iter_num'] == b['iter_num'] == 6 and b['lora'] is None
+                                'quantize', 'scaler'}
+    assert a['model_args'] == b['model_args'] and a['iter_num'] == b['iter_num'] == 6
+    assert b['lora'] is None and b['quantize'] is None
     assert abs(a['best_val_loss'] - b['best_val_loss']) <= TOL
     assert b['config']['fsdp'] is True and b['config']['dataset'] == 'tiny_char'
     assert {k: v for k, v in a['config'].items() if k not in ('fsdp', 'out_dir')} == \
@@ -302,6 +302,8 @@ if how == 'disk_full':
     resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
 checkpoint = dict(model_args=config.__dict__, iter_num=iter_num, best_val_loss=1.0, config={{}}, lora=None, scaler={{}})
 runtime.save_sharded_checkpoint(checkpoint, model, optimizer, 'out')
+dist.barrier()  # as train.py ends
+dist.destroy_process_group()
 """
 
 
@@ -309,12 +311,6 @@ def rank_error_line(p, phrase):
     """ error_line for a process in a process group, whose excepthook torch prefixes with its rank. """
     p.stderr = p.stderr.replace('[rank0]: ', '')
     return error_line(p, phrase)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def one_rank_env():

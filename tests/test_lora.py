@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import conftest
-from conftest import all_logits, perturb_adapters
+from conftest import all_logits, perturb_adapters, train_steps
 from model import GPTConfig, LORA_TARGETS, Bigram, LoRALinear, apply_lora, merge_lora
 from runtime import model_from_checkpoint
 
@@ -53,15 +53,7 @@ def test_only_adapters_train():
 def test_training_moves_only_the_adapters():
     model = apply_lora(tiny_gpt(), rank=4, alpha=8, targets=LORA_TARGETS)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu', verbose=False)
-    x, y = batch()
-    losses = []
-    for _ in range(10):
-        _, loss = model(x, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_steps(model, *batch())
     assert losses[-1] < losses[0] - 0.1
     for n, p in model.named_parameters():
         if not p.requires_grad:

@@ -66,13 +66,14 @@ def test_checkpoint_layout(base_run):
     cwd, _ = base_run
     assert os.listdir(cwd / 'out') == ['ckpt.pt']  # the atomic save left no temporary file
     ckpt = load(cwd / 'out' / 'ckpt.pt')
-    assert set(ckpt) == {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'lora', 'scaler'}
+    assert set(ckpt) == {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'lora', 'scaler',
+                         'quantize'}
     assert not any(k.startswith(('_orig_mod.', 'module.')) for k in ckpt['model'])
     assert ckpt['model_args'] == dict(block_size=32, vocab_size=read_meta(cwd / 'data' / 'tiny_char')['vocab_size'],
                                       n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=False, model_type='gpt',
                                       activation='gelu_exact')
     assert set(ckpt['model_args']) == {f.name for f in fields(GPTConfig)}
-    assert ckpt['iter_num'] == 12 and ckpt['lora'] is None
+    assert ckpt['iter_num'] == 12 and ckpt['lora'] is None and not ckpt['quantize']
     assert abs(ckpt['best_val_loss'] - min(val for _, val in step_losses(base_run[1]).values())) <= 5e-5
     assert ckpt['config']['dataset'] == 'tiny_char' and ckpt['config']['dtype'] == 'float32'
     assert ckpt['config']['max_iters'] == 12

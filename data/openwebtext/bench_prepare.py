@@ -76,9 +76,9 @@ def report(name, seconds, cpu, n_tokens):
 try:
     # end to end: prepare.py on a copy of the repo's files, so its outputs land in the temp folder
     os.makedirs(os.path.join(work, 'data', 'openwebtext'))
-    for name in ('data_io.py', 'configurator.py', os.path.join('data', 'openwebtext', 'prepare.py')):
+    for name in ('data_io.py', 'configurator.py', 'tokenizer.py', os.path.join('data', 'openwebtext', 'prepare.py')):
         shutil.copy(os.path.join(_ROOT, name), os.path.join(work, name))
-    cmd = [sys.executable, os.path.join(work, 'data', 'openwebtext', 'prepare.py'), '--dataset=json',
+    cmd = [sys.executable, os.path.join(work, 'data', 'openwebtext', 'prepare.py'), '--dataset=json', '--out_dataset=openwebtext',
            f"--data_files={docs_path}", f"--num_proc={num_threads}", f"--val_size={val_size}"]
     env = {**os.environ, 'HF_DATASETS_CACHE': os.path.join(work, 'hf_cache')}
     e2e_s, e2e_cpu, _ = timed(lambda: subprocess.run(cmd, env=env, check=True), resource.RUSAGE_CHILDREN)

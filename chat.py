@@ -1,0 +1,132 @@
+"""
+Chat with an instruction-tuned model (train.py on a dataset of data/instruct/prepare.py or data/instruct_demo):
+the reply streams token by token and stops at the end of the assistant's turn; the conversation's KV cache is
+kept across turns, so each turn feeds only its own tokens (chat_template.Chat). Ctrl-C stops a reply; Ctrl-D
+(or Ctrl-C at the prompt) ends the chat.
+$ python chat.py --out_dir=out-instruct-demo                             # interactive
+$ python chat.py --out_dir=out-instruct-demo --prompt="spell wicked"     # one answer, then exit
+$ python chat.py --out_dir=out-instruct-demo --eval_file=data/instruct_demo/heldout.jsonl   # exact match
+--dataset=<instruction dataset> reads a base model through that dataset's chat tokenizer (its embedding grown
+as train.py grows it): the base model's score before finetuning.
+"""
+import os
+from collections import Counter
+
+import runtime
+from chat_template import Chat, check_chat_tokenizer, from_record, read_records
+from data_io import read_meta
+from quantize import quantize as quantize_model
+from tokenizer import load_tokenizer
+
+# -----------------------------------------------------------------------------
+init_from = 'resume' # 'resume' (out_dir's ckpt.pt, or an FSDP run's ckpt.dcp) or the out_dir of a run
+out_dir = 'out' # ignored if init_from is not 'resume'
+dataset = '' # the dataset whose tokenizer the model reads; '' the one it was trained on
+prompt = '' # answer this one message and exit; '' chats interactively
+system = '' # a system message that opens the conversation; '' none
+eval_file = '' # JSON/JSONL of Alpaca or chat records: greedy replies to each record's last turn, exact match
+max_new_tokens = 256 # longest reply, in tokens
+temperature = 0.8 # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, in predictions
+top_k = 200 # retain only the top_k most likely tokens; 0 keeps all, 1 is greedy
+seed = 1337
+device = 'cuda' # 'cpu', 'cuda', 'cuda:1', 'mps'; without a CUDA GPU, 'cuda' runs on the CPU
+dtype = 'auto' # 'float32', 'bfloat16' or 'float16' autocast; 'auto': bf16 (else fp16) on cuda, bf16 on CPUs with native bf16, else fp32
+quantize = '' # '' as saved; 'nf4': the Blocks' Linear weights in 4-bit NF4 (a QLoRA checkpoint is NF4 already)
+exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
+# -----------------------------------------------------------------------------
+
+runtime.errors_as_one_line()
+runtime.require(max_new_tokens > 0, f"max_new_tokens must be > 0, got {max_new_tokens}")
+runtime.require(top_k >= 0, f"top_k must be >= 0 (0 keeps all tokens, 1 is greedy), got {top_k}")
+runtime.require(temperature > 0, f"temperature must be > 0, got {temperature}; use --top_k=1 for greedy replies")
+runtime.require(not (prompt and eval_file), "give --prompt or --eval_file, not both")
+
+rt = runtime.setup(device, dtype, seed)
+model, checkpoint = runtime.load_model(init_from, out_dir, rt.device, dropout=0.0)
+model.eval()
+# the chat tokenizer: the dataset's the model was finetuned on, or the one named (a base model: grown to it)
+trained_on = (checkpoint or {}).get('config', {}).get('dataset')
+data_dir = os.path.join('data', dataset or trained_on) if (dataset or trained_on) else None
+tok = load_tokenizer(data_dir)
+meta = read_meta(data_dir) if data_dir else {}
+if dataset and meta.get('base_vocab_size', float('inf')) <= model.config.vocab_size < meta['vocab_size']:
+    model.grow_vocab(meta['vocab_size'])
+if quantize and quantize != (checkpoint or {}).get('quantize'):
+    quantize_model(model, quantize)
+check_chat_tokenizer(tok, f"the model of {out_dir if init_from == 'resume' else init_from}")
+tok.check_model(model.config.vocab_size)
+model.to(rt.device)
+top_k = top_k or None
+
+
+def stream(chat, message, show=True, greedy=False):
+    """ The reply to message, printed as it comes (decoded as a whole, so a character split across tokens
+    shows once complete); Ctrl-C stops it. """
+    ids, shown = [], ''
+    replies = chat.reply(message, max_new_tokens, temperature, 1 if greedy else top_k)
+    try:
+        with rt.ctx:
+            for idx in replies:
+                ids.append(idx)
+                text = tok.decode(ids)
+                if show and not text.endswith('\ufffd'):
+                    print(text[len(shown):], end='', flush=True)
+                    shown = text
+    except KeyboardInterrupt:
+        replies.close()
+        if show:
+            print(' [stopped]', end='')
+    if show:
+        print(flush=True)
+    return tok.decode(ids)
+
+
+def check_message(message):
+    unknown = tok.unknown_characters(message)
+    return f"the message has characters not in the model's vocabulary: {' '.join(map(repr, unknown))}; " \
+           f"remove them" if unknown else None
+
+
+if eval_file:
+    # exact match: each record's earlier turns are given, its last reply is generated greedily
+    counts, correct, misses = Counter(), Counter(), []
+    for record in read_records(eval_file):
+        conversation = from_record(record)
+        sys_msg = conversation[0]['content'] if conversation[0]['role'] == 'system' else ''
+        turns = conversation[1:] if sys_msg else conversation
+        chat = Chat(model, tok, sys_msg)
+        for user, reply in zip(turns[:-2:2], turns[1:-2:2]):
+            chat.add_turn(user['content'], reply['content'])
+        answer = stream(chat, turns[-2]['content'], show=False, greedy=True)
+        task = str(record.get('task', 'all'))
+        counts[task] += 1
+        if answer == turns[-1]['content']:
+            correct[task] += 1
+        elif len(misses) < 3:
+            misses.append(f"  {turns[-2]['content']!r}: {answer!r} (expected {turns[-1]['content']!r})")
+    runtime.require(counts, f"{eval_file} has no records")
+    for task in sorted(counts) if len(counts) > 1 else []:
+        print(f"{task}: {correct[task]}/{counts[task]} = {100 * correct[task] / counts[task]:.1f}%")
+    n, k = sum(counts.values()), sum(correct.values())
+    print('\n'.join(["some misses:", *misses]) if misses else "no misses")
+    print(f"exact match: {k}/{n} = {100 * k / n:.1f}% ({eval_file}, greedy)")
+elif prompt:
+    runtime.require(not check_message(prompt), check_message(prompt))
+    stream(Chat(model, tok, system), prompt)
+else:
+    chat = Chat(model, tok, system)
+    print(f"chatting with {out_dir if init_from == 'resume' else init_from} (context {model.config.block_size} "
+          f"tokens): Ctrl-C stops a reply, Ctrl-D ends the chat")
+    while True:
+        try:
+            message = input('\nuser: ')
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D, or Ctrl-C at the prompt
+            print()
+            break
+        if not message.strip():
+            continue
+        if check_message(message):
+            print(f"note: {check_message(message)}")
+            continue
+        print('assistant: ', end='', flush=True)
+        stream(chat, message)

@@ -1,0 +1,241 @@
+"""
+The chat template, for instruction tuning (data/instruct/prepare.py, train.py) and chatting (chat.py).
+
+A conversation is a list of {'role': 'system'|'user'|'assistant', 'content': str} messages: an optional
+system message first, then user and assistant turns taking turns, starting with the user. render() turns
+it into token ids plus a mask that is 1 exactly on the assistant's reply tokens and its <|assistant_end|>:
+
+    <|endoftext|> [<|system_start|> system <|system_end|>]
+    <|user_start|> user <|user_end|> <|assistant_start|> reply <|assistant_end|> ...
+
+Every conversation begins with the boundary token <|endoftext|>, so that a token file of concatenated
+conversations can be cut into rows that each start at one (conversation_starts). The special tokens are
+tokenizer.SPECIAL_TOKENS: a trained BPE reserves them, GPT-2's BPE and characters get them appended
+(tokenizer.with_special_tokens), and a model trained before grows its embedding (GPT.grow_vocab).
+"""
+import json
+import os
+
+import numpy as np
+
+from data_io import write_splits, write_tokens
+from tokenizer import BPE_FILE, SPECIAL_TOKENS
+
+BOUNDARY = '<|endoftext|>'
+ROLES = ('system', 'user', 'assistant')
+
+
+def chat_tokenizer(tok):
+    """ tok with the chat's special tokens (those it lacks appended after its vocabulary). """
+    return tok.with_special_tokens(SPECIAL_TOKENS)
+
+
+def check_chat_tokenizer(tok, what):
+    """ ValueError unless tok has the chat's special tokens (what: where tok came from, for the message). """
+    missing = [name for name in SPECIAL_TOKENS if name not in tok.special_tokens]
+    if missing:
+        raise ValueError(f"{what} has no chat template (its tokenizer lacks {', '.join(missing)}): finetune it on "
+                         f"instructions first (data/instruct/prepare.py, then train.py with that dataset)")
+
+
+def read_records(path):
+    """ The records of a local JSON (a list) or JSONL (one object a line) file; ValueError naming the bad line. """
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    if text.lstrip().startswith('['):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}): fix it, or write one record "
+                             f"a line (JSONL)") from None
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {n} is not JSON ({e.msg}): fix or remove that line") from None
+    return records
+
+
+def from_record(record):
+    """ The conversation of one dataset record: Alpaca ({instruction, input, output}) or chat ({messages}).
+    ValueError (one sentence) for a record of neither shape or with an empty assistant reply. """
+    if not isinstance(record, dict):
+        raise ValueError(f"a record is a {type(record).__name__}, not an object with 'messages' or "
+                         f"'instruction'/'output'")
+    if 'messages' in record:
+        messages = record['messages']
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get('role'), str)
+                                                     and isinstance(m.get('content'), str) for m in messages):
+            raise ValueError("its 'messages' is not a list of {role, content} objects with string values")
+        conversation = [{'role': m['role'], 'content': m['content']} for m in messages]
+    elif 'instruction' in record and 'output' in record:
+        prompt = str(record['instruction'])
+        if str(record.get('input') or '').strip():  # Alpaca's optional context goes after the instruction
+            prompt += '\n\n' + str(record['input'])
+        conversation = [{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': str(record['output'])}]
+    else:
+        raise ValueError(f"it has neither 'messages' (chat) nor 'instruction' and 'output' (Alpaca); its keys are "
+                         f"{sorted(record)[:6]}")
+    check_conversation(conversation)
+    return conversation
+
+
+def check_conversation(conversation):
+    """ ValueError unless: an optional system message, then user/assistant alternating from the user,
+    ending with the assistant, and no empty assistant reply. """
+    turns = conversation[1:] if conversation and conversation[0]['role'] == 'system' else conversation
+    if not turns:
+        raise ValueError("it has no user and assistant turns")
+    for i, m in enumerate(turns):
+        want = 'user' if i % 2 == 0 else 'assistant'
+        if m['role'] != want:
+            raise ValueError(f"message {i + 1} has role {m['role']!r} where {want!r} was due: turns go (system,) "
+                             f"user, assistant, user, assistant...")
+        if want == 'assistant' and not m['content'].strip():
+            raise ValueError(f"the assistant reply of turn {i // 2 + 1} is empty")
+    if turns[-1]['role'] != 'assistant':
+        raise ValueError("it ends with a user message that has no assistant reply")
+
+
+def render(tok, conversation):
+    """ (ids, mask) of a conversation (lists of ints): mask is 1 on the assistant's replies and their
+    <|assistant_end|>, 0 elsewhere. tok must have the chat's special tokens (chat_tokenizer). """
+    ids, mask = [tok.special_id(BOUNDARY)], [0]
+    for m in conversation:
+        start, end = tok.special_id(f"<|{m['role']}_start|>"), tok.special_id(f"<|{m['role']}_end|>")
+        body = tok.encode_ordinary(m['content'])  # text only: a '<|user_end|>' typed in the content stays text
+        on = int(m['role'] == 'assistant')
+        ids += [start, *body, end]
+        mask += [0, *[on] * len(body), on]
+    return ids, mask
+
+
+def head_ids(tok, system=''):
+    """ Ids that open a conversation: the boundary token, and the system message if there is one. """
+    ids = [tok.special_id(BOUNDARY)]
+    if system:
+        ids += [tok.special_id('<|system_start|>'), *tok.encode_ordinary(system), tok.special_id('<|system_end|>')]
+    return ids
+
+
+def prompt_ids(tok, message):
+    """ Ids of one user turn that open the assistant's reply: what chat.py feeds the model each turn. """
+    return [tok.special_id('<|user_start|>'), *tok.encode_ordinary(message), tok.special_id('<|user_end|>'),
+            tok.special_id('<|assistant_start|>')]
+
+
+def conversation_starts(tokens, boundary_id, block_size):
+    """ Offsets of the boundary tokens in tokens where a row of block_size inputs and their targets fits. """
+    tokens = np.asarray(tokens)
+    return np.flatnonzero(tokens[:max(len(tokens) - block_size, 0)] == boundary_id)
+
+
+def masked_targets(y, mask):
+    """ Targets y with -1 (ignored by the loss) where mask is 0: the loss counts the replies only. """
+    return y.masked_fill(mask == 0, -1)
+
+
+def write_dataset(data_dir, base, splits, block_size):
+    """ Render {split: conversations} with base's tokenizer plus the chat's special tokens into data_dir:
+    <split>.bin (ids) and <split>_mask.bin (uint8, 1 where the loss counts) side by side, and meta.pkl with
+    the tokenizer's definition (characters: stoi/itos; a trained BPE: bpe.json beside it; GPT-2: nothing),
+    its special tokens and the boundary id (bos_id). A conversation longer than block_size + 1 tokens (a
+    row and its targets) can't be trained on whole: it is skipped, and counted. Returns
+    {split: (conversations kept, tokens, skipped as too long, skipped for characters outside the vocabulary)}. """
+    tok = chat_tokenizer(base)
+    out, arrays = {}, {}
+    for split, conversations in splits.items():
+        ids, mask, kept, too_long, unknown = [], [], 0, 0, 0
+        for conversation in conversations:
+            if base.kind == 'char' and any(base.unknown_characters(m['content']) for m in conversation):
+                unknown += 1
+                continue
+            i, m = render(tok, conversation)
+            if len(i) > block_size + 1:
+                too_long += 1
+                continue
+            ids += i
+            mask += m
+            kept += 1
+        if not kept:
+            raise ValueError(f"the {split} split has no conversation left to write ({too_long} longer than "
+                             f"block_size={block_size}, {unknown} with characters outside the base vocabulary): "
+                             f"raise --block_size or give more (or shorter) records")
+        arrays[split] = (ids, mask)
+        out[split] = (kept, len(ids), too_long, unknown)
+    os.makedirs(data_dir, exist_ok=True)
+    meta = {'vocab_size': tok.vocab_size, 'special_tokens': list(SPECIAL_TOKENS), 'base_vocab_size': base.vocab_size,
+            'bos_id': tok.special_id(BOUNDARY)}
+    if base.kind == 'char':
+        meta.update(stoi=base.stoi, itos=base.itos)
+    elif base.kind == 'bpe':
+        base.save(os.path.join(data_dir, BPE_FILE))
+        meta['tokenizer'] = 'bpe'
+    for split, (ids, mask) in arrays.items():
+        write_tokens(os.path.join(data_dir, f"{split}_mask.bin"), mask, np.uint8)
+    write_splits(data_dir, {split: ids for split, (ids, _) in arrays.items()}, tok.vocab_size, meta)
+    return out
+
+
+class Chat:
+    """ One conversation with a model, its KV cache kept across turns: each turn feeds only its own tokens
+    (the previous reply's end token, the user's message, <|assistant_start|>), never the earlier turns again.
+    When the context would pass block_size, the oldest turns are dropped (the system message is kept) until
+    half the context is free, and what is left is prefilled once more. """
+
+    def __init__(self, model, tok, system=''):
+        self.model, self.tok = model, tok
+        self.block_size = model.config.block_size
+        self.end = tok.special_id('<|assistant_end|>')
+        self.kv_cache = model.new_kv_cache(1)
+        self.head = head_ids(tok, system)
+        self.turns = []  # ids of each turn so far (the user's message and the reply), after head
+        self.cached = []  # the ids whose keys and values are in kv_cache (kv_cache.pos of them)
+        self.pending = list(self.head)  # ids of the conversation not fed to the model yet
+
+    def context(self):
+        return self.head + [i for turn in self.turns for i in turn]
+
+    def _crop(self):
+        # drop whole turns from the start (keep the last one, the reply being written), then if that one
+        # alone is too long, its oldest tokens
+        while len(self.turns) > 1 and len(self.context()) > self.block_size // 2:
+            self.turns.pop(0)
+        ids = self.context()
+        if len(ids) > self.block_size // 2:
+            ids = self.head + ids[len(ids) - self.block_size // 2 + len(self.head):]
+        self.kv_cache.pos, self.cached, self.pending = 0, [], ids
+
+    def reply(self, message, max_new_tokens, temperature=1.0, top_k=None):
+        """ Yield the reply's token ids to message as they come (top_k=1: greedy), up to <|assistant_end|>. """
+        import torch
+        from model import sample_next
+        turn = prompt_ids(self.tok, message)
+        self.turns.append(turn)
+        self.pending += turn
+        try:
+            for _ in range(max_new_tokens):
+                if len(self.cached) + len(self.pending) > self.block_size:
+                    self._crop()
+                device = self.kv_cache.k.device
+                with torch.no_grad():
+                    logits, _ = self.model(torch.tensor([self.pending], device=device), kv_cache=self.kv_cache)
+                self.cached, self.pending = self.cached + self.pending, []
+                idx = sample_next(logits[:, -1, :].float(), temperature, top_k).item()
+                turn.append(idx)
+                self.pending = [idx]
+                if idx == self.end:
+                    return
+                yield idx
+        finally:  # cut at max_new_tokens, or stopped by the caller (Ctrl-C): the reply still ends as the
+            if turn[-1] != self.end:  # template says, fed with the next turn
+                turn.append(self.end)
+                self.pending.append(self.end)
+
+    def add_turn(self, message, reply):
+        """ A whole turn given, not generated (the earlier turns of an evaluation record). """
+        turn = prompt_ids(self.tok, message) + self.tok.encode_ordinary(reply) + [self.end]
+        self.turns.append(turn)
+        self.pending += turn

@@ -1,0 +1,128 @@
+"""chat.py and chat_template.Chat: the KV cache kept across turns gives the logits of recomputing the whole
+conversation, each token is fed once (no re-prefill of earlier turns), and cropping at block_size keeps the
+conversation's start; --prompt answers once (the greedy reply of an in-process Chat); the interactive mode,
+driven through stdin, answers each line and ends at EOF; Ctrl-C stops a reply and the chat goes on; --eval_file
+scores exact match; a checkpoint without a chat template is a one-line error."""
+
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from chat_template import BOUNDARY, Chat
+from conftest import (ROOT, error_line, make_char_dataset, make_instruct_dataset, run_script, save_checkpoint,
+                      tiny_gpt)
+from data_io import read_meta
+from tokenizer import load_tokenizer
+
+
+@pytest.fixture
+def sft_workdir(tmp_path):
+    """ data/tiny_char, data/sft (its instruction set) and out-sft: a random GPT of the grown vocabulary. """
+    make_char_dataset(tmp_path / 'data' / 'tiny_char')
+    make_instruct_dataset(tmp_path / 'data' / 'sft', tmp_path / 'data' / 'tiny_char')
+    model = tiny_gpt(block_size=64, vocab_size=read_meta(tmp_path / 'data' / 'sft')['vocab_size'], n_layer=2,
+                     n_head=2, n_embd=32)
+    save_checkpoint(tmp_path / 'out-sft', model, dataset='sft')
+    return tmp_path
+
+
+def chat_of(workdir, block_size=64, system=''):
+    """ A Chat with the model of out-sft (block_size below its 64: cropped), in process. """
+    tok = load_tokenizer(str(workdir / 'data' / 'sft'))
+    model = tiny_gpt(block_size=64, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)
+    model.crop_block_size(block_size)
+    return Chat(model, tok, system), model, tok
+
+
+@pytest.mark.parametrize('block_size', [64, 24])
+def test_kv_cache_across_turns_equals_recomputing(sft_workdir, block_size):
+    chat, model, tok = chat_of(sft_workdir, block_size, system='be brief')
+    fed, checked = [], []
+
+    def check(module, args, output):  # each forward: the cached logits against the whole context recomputed
+        context = chat.cached + chat.pending
+        fed.append(args[0].size(1))
+        with torch.no_grad():
+            full = model.__class__.forward(model, torch.tensor([context]))[0][0, -1]
+        checked.append(torch.allclose(output[0][0, -1], full, atol=1e-5))
+    model.register_forward_hook(check)
+    replies = [tok.decode(list(chat.reply(msg, 5, top_k=1))) for msg in ('spell the', 'say it', 'and now?')]
+    assert all(checked) and len(checked) >= 3
+    context = chat.context()
+    assert context[0] == tok.special_id(BOUNDARY) and tok.decode(context).startswith(
+        '<|endoftext|><|system_start|>be brief<|system_end|>')
+    if block_size == 64:  # nothing cropped: each token went through the model once
+        # (the last reply's last tokens wait for the next turn)
+        assert sum(fed) == len(chat.cached) and chat.cached + chat.pending == context
+        assert tok.decode(context).endswith(f"and now?<|user_end|><|assistant_start|>{replies[-1]}<|assistant_end|>")
+    else:  # cropped: whole turns dropped from the start, the system message kept
+        assert len(chat.cached) <= block_size and 'spell the' not in tok.decode(context)
+
+
+def test_prompt_answers_once_and_refuses_a_base_model(sft_workdir):
+    p = run_script('chat.py', '--out_dir=out-sft', '--prompt=spell the', '--top_k=1', '--max_new_tokens=10',
+                   '--device=cpu', '--dtype=float32', cwd=sft_workdir)
+    chat, _, tok = chat_of(sft_workdir)
+    assert p.stdout.splitlines()[-1] == tok.decode(list(chat.reply('spell the', 10, top_k=1)))
+    save_checkpoint(sft_workdir / 'out-base', tiny_gpt(block_size=64, vocab_size=read_meta(
+        sft_workdir / 'data' / 'tiny_char')['vocab_size'], n_layer=1, n_head=2, n_embd=16), dataset='tiny_char')
+    p = run_script('chat.py', '--out_dir=out-base', '--prompt=hi', '--device=cpu', cwd=sft_workdir, check=False)
+    error_line(p, 'has no chat template')
+    # read through the instruction set's tokenizer, the base model is grown and answers
+    run_script('chat.py', '--out_dir=out-base', '--dataset=sft', '--prompt=hi', '--max_new_tokens=3', '--device=cpu',
+               cwd=sft_workdir)
+
+
+def test_interactive_mode_through_stdin_until_eof(sft_workdir):
+    p = run_script('chat.py', '--out_dir=out-sft', '--top_k=1', '--max_new_tokens=8', '--device=cpu',
+                   '--dtype=float32', cwd=sft_workdir, input='spell the\n\nsay it\n')
+    chat, _, tok = chat_of(sft_workdir)
+    expected = [tok.decode(list(chat.reply(msg, 8, top_k=1))) for msg in ('spell the', 'say it')]
+    got = [line.split('assistant: ', 1)[1] for line in p.stdout.splitlines() if 'assistant: ' in line]
+    assert got == expected and p.stdout.endswith('user: \n')  # EOF at the third prompt ends it
+
+
+def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(sft_workdir):
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'chat.py'), '--out_dir=out-sft', '--max_new_tokens=1000000',
+                             '--device=cpu', '--top_k=0', '--temperature=2.0'], cwd=sft_workdir, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    seen = ''
+
+    def stop_a_reply_to(message):  # send it, let the reply stream a while, then Ctrl-C
+        nonlocal seen
+        proc.stdin.write(message + '\n')
+        proc.stdin.flush()
+        start = len(seen)
+        while 'assistant: ' not in seen[start:] or len(seen[start:].split('assistant: ')[1]) < 20:
+            seen += proc.stdout.read(1)
+        proc.send_signal(signal.SIGINT)
+        while '[stopped]' not in seen[start:]:
+            seen += proc.stdout.read(1)
+    stop_a_reply_to('spell the')
+    stop_a_reply_to('say it')  # the chat went on after the first Ctrl-C
+    out, err = proc.communicate(input='', timeout=60)  # then Ctrl-D
+    assert proc.returncode == 0 and 'Traceback' not in err, err
+    assert seen.count('[stopped]') == 2 and out.endswith('user: \n')
+
+
+def test_eval_file_scores_exact_match(sft_workdir):
+    (sft_workdir / 'q.jsonl').write_text(
+        '{"instruction": "spell the", "output": "t h e"}\n'
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"},'
+        ' {"role": "user", "content": "spell a"}, {"role": "assistant", "content": "a"}]}\n')
+    p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--max_new_tokens=8', '--device=cpu',
+                   '--dtype=float32', cwd=sft_workdir)
+    assert p.stdout.splitlines()[-1].startswith('exact match: 0/2 = 0.0% (q.jsonl, greedy)')
+
+
+def test_prompt_with_nf4_weights(sft_workdir):
+    """ --quantize=nf4: the reply is the greedy reply of the same model with its Block Linears in NF4. """
+    from quantize import quantize
+    p = run_script('chat.py', '--out_dir=out-sft', '--prompt=spell the', '--top_k=1', '--max_new_tokens=10',
+                   '--device=cpu', '--dtype=float32', '--quantize=nf4', cwd=sft_workdir)
+    chat, model, tok = chat_of(sft_workdir)
+    quantize(model, 'nf4')
+    assert p.stdout.splitlines()[-1] == tok.decode(list(chat.reply('spell the', 10, top_k=1)))

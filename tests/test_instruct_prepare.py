@@ -1,0 +1,131 @@
+"""data/instruct/prepare.py, run as a user runs it: local JSON and JSONL files of Alpaca and chat records become
+ids and a reply mask side by side (characters, a trained BPE, GPT-2's BPE), with the tokenizer beside them so
+train.py and load_tokenizer read them back; bad input is one line each (a line that is not JSON, by number; a
+record of neither shape; an empty reply; no hub offline, naming --data_files); too-long conversations are
+skipped and counted."""
+
+import json
+import re
+import shutil
+
+import numpy as np
+
+from chat_template import BOUNDARY
+from conftest import ROOT, error_line, make_char_dataset, run_script, tiny_text
+from data_io import read_meta
+from tokenizer import BPE_FILE, load_tokenizer, train_bpe
+
+ALPACA = [{'instruction': 'spell king', 'input': '', 'output': 'k i n g'},
+          {'instruction': 'say it loud', 'input': 'the king', 'output': 'THE KING'}]
+CHATS = [{'messages': [{'role': 'system', 'content': 'be brief'}, {'role': 'user', 'content': 'who is there'},
+                       {'role': 'assistant', 'content': 'the king'}, {'role': 'user', 'content': 'and'},
+                       {'role': 'assistant', 'content': 'his men'}]},
+         {'messages': [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'good night'}]}]
+
+
+def setup_repo(tmp_path):
+    """ The script and what it imports copied under tmp_path (it writes to data/instruct/ beside itself),
+    with a character dataset data/tiny_char to take the tokenizer from. """
+    for name in ('data_io.py', 'configurator.py', 'tokenizer.py', 'chat_template.py'):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / 'data' / 'instruct').mkdir(parents=True)
+    shutil.copy(ROOT / 'data' / 'instruct' / 'prepare.py', tmp_path / 'data' / 'instruct' / 'prepare.py')
+    make_char_dataset(tmp_path / 'data' / 'tiny_char', tiny_text() + '\n!')
+    return tmp_path
+
+
+def prepare(repo, *args, check=True):
+    return run_script(repo / 'data' / 'instruct' / 'prepare.py', *args, cwd=repo, check=check)
+
+
+def write_jsonl(path, records):
+    path.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    return path
+
+
+def replies(data_dir, split):
+    """ The masked tokens of a split, decoded: the assistant replies, each ending in <|assistant_end|>. """
+    tok = load_tokenizer(str(data_dir))
+    ids = np.fromfile(data_dir / f'{split}.bin', dtype=np.uint16)
+    mask = np.fromfile(data_dir / f'{split}_mask.bin', dtype=np.uint8)
+    assert len(ids) == len(mask) and ids[0] == tok.special_id(BOUNDARY)
+    return sorted(tok.decode(ids[mask == 1].tolist()).split('<|assistant_end|>')[:-1]), tok
+
+
+def test_jsonl_and_json_of_both_shapes_with_characters(tmp_path):
+    repo = setup_repo(tmp_path)
+    write_jsonl(repo / 'a.jsonl', ALPACA)
+    (repo / 'c.json').write_text(json.dumps(CHATS))
+    out = prepare(repo, '--data_files=a.jsonl,c.json', '--tokenizer=data/tiny_char', '--block_size=64',
+                  '--val_fraction=0.25').stdout
+    data_dir = repo / 'data' / 'instruct'
+    train, tok = replies(data_dir, 'train')
+    val, _ = replies(data_dir, 'val')
+    assert sorted(train + val) == sorted(['k i n g', 'THE KING', 'the king', 'his men', 'good night'])
+    assert len(val) == 1 and 'skipped 0 longer than block_size=64' in out
+    meta = read_meta(data_dir)
+    assert tok.kind == 'char' and meta['vocab_size'] == meta['base_vocab_size'] + 7 == tok.vocab_size
+    # Alpaca's input follows the instruction in the user's turn
+    ids = np.concatenate([np.fromfile(data_dir / f'{s}.bin', dtype=np.uint16) for s in ('train', 'val')])
+    assert 'say it loud\n\nthe king<|user_end|>' in tok.decode(ids.tolist())
+
+
+def test_gpt2_and_trained_bpe_bases(tmp_path, gpt2):
+    repo = setup_repo(tmp_path)
+    write_jsonl(repo / 'a.jsonl', ALPACA + CHATS)
+    prepare(repo, '--data_files=a.jsonl', '--val_fraction=0.25')
+    train, tok = replies(repo / 'data' / 'instruct', 'train')
+    assert tok.kind == 'gpt2' and tok.vocab_size == 50257 + 6 and len(train) == 4
+    bpe_dir = repo / 'data' / 'tiny_bpe'
+    bpe_dir.mkdir()
+    train_bpe([tiny_text()], 400).save(str(bpe_dir / BPE_FILE))
+    prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/tiny_bpe', '--out_dataset=sft_bpe', '--val_fraction=0.25')
+    train, tok = replies(repo / 'data' / 'sft_bpe', 'train')
+    assert tok.kind == 'bpe' and (repo / 'data' / 'sft_bpe' / BPE_FILE).exists() and len(train) == 4
+
+
+def test_too_long_conversations_are_skipped_and_counted(tmp_path):
+    repo = setup_repo(tmp_path)
+    write_jsonl(repo / 'a.jsonl', ALPACA * 3 + [{'instruction': 'the king ' * 20, 'output': 'no'}])
+    out = prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/tiny_char', '--block_size=40',
+                  '--val_fraction=0.5').stdout
+    assert sorted(re.findall(r'skipped (\d+) longer than block_size=40', out)) == ['0', '1']
+    train, _ = replies(repo / 'data' / 'instruct', 'train')
+    val, _ = replies(repo / 'data' / 'instruct', 'val')
+    assert 'no' not in train + val and len(train + val) == 6
+
+
+def test_bad_input_is_one_line_each(tmp_path):
+    repo = setup_repo(tmp_path)
+    (repo / 'bad.jsonl').write_text(json.dumps(ALPACA[0]) + '\n\n{"instruction": oops}\n')
+    error_line(prepare(repo, '--data_files=bad.jsonl', check=False), 'bad.jsonl line 3 is not JSON')
+    write_jsonl(repo / 'shape.jsonl', ALPACA + [{'prompt': 'x', 'completion': 'y'}])
+    error_line(prepare(repo, '--data_files=shape.jsonl', check=False), "record 3 of shape.jsonl: it has neither")
+    write_jsonl(repo / 'empty.jsonl', CHATS + [{'instruction': 'spell', 'output': '  '}])
+    error_line(prepare(repo, '--data_files=empty.jsonl', check=False), 'assistant reply of turn 1 is empty')
+    error_line(prepare(repo, '--data_files=missing.jsonl', check=False), 'no file matches')
+    error_line(prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/nothing', check=False), 'prepare that dataset')
+    # offline (conftest sets HF_HUB_OFFLINE), the hub fails at once and names the local alternative
+    error_line(prepare(repo, '--dataset=yahma/alpaca-cleaned', check=False), '--data_files=<file.jsonl>')
+    assert not (repo / 'data' / 'instruct' / 'train.bin').exists()
+
+
+def test_the_offline_demo_holds_its_eval_words_out_of_training(tmp_path):
+    repo = setup_repo(tmp_path)
+    letters = 'abcdefghijklmnopqrstuvwxyz'
+    make_char_dataset(repo / 'data' / 'base', tiny_text() + f"\n{letters} {letters.upper()} - ")
+    (repo / 'data' / 'instruct_demo').mkdir()
+    shutil.copy(ROOT / 'data' / 'instruct_demo' / 'prepare.py', repo / 'data' / 'instruct_demo' / 'prepare.py')
+    run_script(repo / 'data' / 'instruct_demo' / 'prepare.py', '--base_dataset=base', '--heldout_words=4', cwd=repo)
+    data_dir = repo / 'data' / 'instruct_demo'
+    held = [json.loads(line) for line in (data_dir / 'heldout.jsonl').read_text().splitlines()]
+    assert len(held) == 4 * 5 and {r['task'] for r in held} == {'spell', 'reverse', 'uppercase', 'first', 'last'}
+    spell = {r['messages'][0]['content'].split()[-1]: r['messages'][1]['content'] for r in held if r['task'] == 'spell'}
+    assert all(answer == '-'.join(word) for word, answer in spell.items())
+    tok = load_tokenizer(str(data_dir))
+    train = tok.decode(np.fromfile(data_dir / 'train.bin', dtype=np.uint16).tolist())
+    val = tok.decode(np.fromfile(data_dir / 'val.bin', dtype=np.uint16).tolist())
+    for word in spell:
+        assert f"spell {word}<" in val and f" {word}<" not in train
+    error_line(run_script(repo / 'data' / 'instruct_demo' / 'prepare.py', '--base_dataset=tiny_char', cwd=repo,
+                          check=False), 'lacks the characters')
