@@ -2,13 +2,15 @@
 A much shorter version of train.py for benchmarking.
 mode='train': the training step alone, burn-in then timed: ms/iter, tokens/s and MFU (or a torch.profiler trace).
 mode='compile': the same training step eager and compiled, timed in alternating blocks: both ms/iter and their ratio.
-mode='generate': generation tokens/s of a random-weight model with and without the KV cache, and their ratio.
+mode='generate': generation tokens/s of a random-weight model with and without the KV cache, and their ratio; the
+  decode step's ms/token against the weight-streaming floor; with --quantize=int8 (or nf4) also the quantized model, and the ratio.
 mode='memory': peak memory and time of one finetuning step (gpt2-xl shape, random weights, batch 1 x 256 unless set)
 for full finetuning, LoRA and QLoRA (LoRA on a 4-bit NF4 base), with and without gradient checkpointing: each in a
 fresh process, peak RSS on the CPU (max_memory_allocated on CUDA); rows that can't fit are skipped, estimated first.
 $ python bench.py --real_data=False --compile=False --device=cpu --n_layer=4 --n_head=4 --n_embd=128 --block_size=128
 $ python bench.py --mode=compile --real_data=False --device=cpu --n_layer=3 --n_head=4 --n_embd=128 --block_size=128 --batch_size=8 --vocab_size=65
 $ python bench.py --mode=generate --device=cpu --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --vocab_size=65
+$ python bench.py --mode=generate --device=cpu --dtype=float32 --quantize=int8
 $ python bench.py --mode=memory --device=cpu
 """
 import copy
@@ -24,7 +26,7 @@ import torch
 import runtime
 from data_io import open_tokens, read_meta
 from model import GPT, GPT2_SIZES, LORA_TARGETS, GPTConfig, apply_lora
-from quantize import quantize as quantize_model
+from quantize import QUANTIZERS, quantize as quantize_model
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train' (the training step), 'compile' (eager vs compiled step), 'generate' (with vs without the KV cache) or 'memory' (finetuning peak memory)
@@ -50,7 +52,7 @@ timed_iters = 20 # iterations that are timed
 peak_flops = 0.0 # FLOP/s that MFU is measured against; 0 = the device's own (runtime.py's table)
 prompt_len = 100 # generate mode: tokens in the (random) prompt
 gen_tokens = 200 # generate mode: new tokens generated
-quantize = '' # generate mode: '' full precision, 'nf4' the Blocks' Linear weights in 4-bit NF4
+quantize = '' # generate mode: '' (none), 'int8' or 'nf4': also run the model with quantized weights (quantize.py) and print the speed ratio
 lora_rank = 8 # memory mode: rank of the LoRA/QLoRA adapters (on all of model.LORA_TARGETS)
 memory_row = '' # memory mode: '' measures every row, each in a fresh process that runs with this set to its name
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
@@ -67,6 +69,9 @@ if mode == 'memory': # finetuning gpt2-xl (1.56B), one sequence of 256 tokens, u
             globals()[k] = v
 runtime.require(min(batch_size, block_size, burnin_iters + 1, timed_iters, prompt_len, gen_tokens) > 0,
                 "batch_size, block_size, timed_iters, prompt_len and gen_tokens must be > 0, burnin_iters >= 0")
+runtime.require(mode != 'generate' or (prompt_len < block_size and gen_tokens > 1),
+                f"generate mode times decode steps after the prompt: prompt_len={prompt_len} must be < block_size={block_size} and gen_tokens > 1")
+runtime.require(quantize in ('', *QUANTIZERS), f"unknown quantize '{quantize}': use '' (none) or {', '.join(QUANTIZERS)}")
 rt = runtime.setup(device, dtype, seed)
 device, device_type, dtype, ctx = rt.device, rt.device_type, rt.dtype, rt.ctx
 sync = torch.cuda.synchronize if device_type == 'cuda' else lambda: None # timings must wait for the GPU
@@ -78,33 +83,77 @@ def make_model(vocab_size):
     return GPT(gptconf).to(device)
 
 
+def weight_streaming_floor(model):
+    """ (ms, bytes) of multiplying every weight matrix of model by one vector, in model order and in the
+    dtype or quantization its decoding uses: the time to stream all the weights from memory, that
+    no decode step (which reads each weight once) can beat. One matrix timed alone in a loop would
+    stay in the CPU's cache and give a lower figure than any decode can reach. """
+    layers = [m for m in model.modules() if hasattr(m, 'in_features')] # nn.Linear and its quantized swaps
+    xs = [torch.randn(1, m.in_features, device=device) for m in layers]
+    nbytes = sum(t.nbytes for m in layers for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])
+    passes = []
+    with torch.no_grad(), ctx:
+        while len(passes) < 5 or (sum(passes) < 1.0 and len(passes) < 200): # a second at least
+            sync()
+            t0 = time.time()
+            for m, xm in zip(layers, xs):
+                m(xm)
+            sync()
+            passes.append(time.time() - t0)
+    passes = sorted(passes[2:]) # the first passes warm up; the median, as the VM's hiccups only ever add time
+    return passes[len(passes) // 2] * 1000, nbytes
+
+
 if mode == 'generate':
     # same random weights and prompt for both paths; greedy (top_k=1) so their tokens must agree
-    # (exactly in float32; in bf16/fp16 a near tie between two logits can make them part ways)
+    # (exactly in float32; in bf16/fp16, and int8 which computes in bf16, a near tie between two logits
+    # can make them part ways: random weights, whose logits lie close together, make such ties common)
     model = make_model(vocab_size).eval()
-    if quantize:
-        quantize_model(model, quantize)
-    if compile:
-        model.compile() # in place, so that generate's calls to self() run compiled
     x = torch.randint(vocab_size, (1, prompt_len), device=device)
     print(f"generating {gen_tokens} tokens after a {prompt_len}-token prompt, {model.get_num_params()/1e6:.2f}M parameters, "
           f"block_size {block_size}, vocab_size {vocab_size}, {device} {dtype}")
-    results = {}
-    with ctx:
-        for use_kv_cache in (True, False):
-            model.generate(x, min(gen_tokens, 4), top_k=1, use_kv_cache=use_kv_cache) # warm-up (and compile)
-            sync()
-            t0 = time.time()
-            y = model.generate(x, gen_tokens, top_k=1, use_kv_cache=use_kv_cache)
-            sync()
-            dt = time.time() - t0
-            results[use_kv_cache] = (y, gen_tokens / dt)
-            print(f"{'with' if use_kv_cache else 'without'} KV cache: {gen_tokens / dt:.1f} tokens/s ({dt*1000/gen_tokens:.2f}ms/token)")
-    (y_kv, tps_kv), (y_full, tps_full) = results[True], results[False]
-    diff = (y_kv != y_full).nonzero()
-    same = "identical" if len(diff) == 0 else f"DIFFERENT, first at new token {diff[0, 1].item() - prompt_len}"
-    print(f"greedy tokens with and without the cache: {same}")
-    print(f"KV cache speedup: {tps_kv / tps_full:.2f}x")
+    models = {dtype: model}
+    if quantize:
+        models[quantize] = quantize_model(copy.deepcopy(model), quantize)
+    decode_ms = {}
+    for name, model in models.items():
+        if quantize:
+            print(f"{name}:")
+        if compile:
+            model.compile() # in place, so that generate's calls to self() run compiled
+        results = {}
+        with ctx:
+            for use_kv_cache in (True, False):
+                model.generate(x, min(gen_tokens, 4), top_k=1, use_kv_cache=use_kv_cache) # warm-up (and compile)
+                sync()
+                t0 = time.time()
+                times = [] # when each token is there: the first after the prefill, then one per decode step
+                y = model.generate(x, gen_tokens, top_k=1, use_kv_cache=use_kv_cache,
+                                   callback=lambda _: (sync(), times.append(time.time())))
+                sync()
+                dt = time.time() - t0
+                results[use_kv_cache] = (y, gen_tokens / dt, times[0] - t0, times)
+                print(f"{'with' if use_kv_cache else 'without'} KV cache: {gen_tokens / dt:.1f} tokens/s ({dt*1000/gen_tokens:.2f}ms/token)")
+        (y_kv, tps_kv, prefill, times), (y_full, tps_full, _, _) = results[True], results[False]
+        diff = (y_kv != y_full).nonzero()
+        same = "identical" if len(diff) == 0 else f"DIFFERENT, first at new token {diff[0, 1].item() - prompt_len}"
+        print(f"greedy tokens with and without the cache: {same}")
+        print(f"KV cache speedup: {tps_kv / tps_full:.2f}x")
+        # decode steps feed one token to the cache; once the window slides past block_size each step is a prefill
+        steps = min(gen_tokens - 1, block_size - prompt_len)
+        decode_ms[name] = (times[steps] - times[0]) / steps * 1000
+        floor_ms, nbytes = weight_streaming_floor(model)
+        print(f"prefill: {prompt_len} tokens in {prefill*1000:.1f}ms")
+        print(f"weight-streaming floor: {floor_ms:.2f}ms per token ({nbytes/1e6:.2f} MB of weights, {nbytes/floor_ms/1e6:.1f} GB/s)")
+        # what attention reads on top of the weights, not in the floor: the keys and values of the positions so far
+        cache = model.new_kv_cache(1)
+        kv_bytes = 2 * cache.k[:, :, :, 0].nbytes * (prompt_len + (steps + 1) / 2) # per position, times the average length
+        print(f"KV cache read per decode step: {kv_bytes/1e6:.2f} MB on average, {kv_bytes/nbytes*100:.1f}% of the weights' bytes")
+        print(f"decode: {decode_ms[name]:.2f} ms/token, {floor_ms/decode_ms[name]*100:.0f}% of the weight-streaming floor "
+              f"({floor_ms:.2f} ms)")
+    if quantize:
+        base = 'fp32' if dtype == 'float32' else dtype
+        print(f"{quantize}/{base} decode speed: {decode_ms[dtype] / decode_ms[quantize]:.2f}x")
     sys.exit(0)
 
 # data loading init

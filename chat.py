@@ -31,7 +31,7 @@ top_k = 200 # retain only the top_k most likely tokens; 0 keeps all, 1 is greedy
 seed = 1337
 device = 'cuda' # 'cpu', 'cuda', 'cuda:1', 'mps'; without a CUDA GPU, 'cuda' runs on the CPU
 dtype = 'auto' # 'float32', 'bfloat16' or 'float16' autocast; 'auto': bf16 (else fp16) on cuda, bf16 on CPUs with native bf16, else fp32
-quantize = '' # '' as saved; 'nf4': the Blocks' Linear weights in 4-bit NF4 (a QLoRA checkpoint is NF4 already)
+quantize = '' # '' as saved; 'int8': int8 weights, faster decoding on CPU; 'nf4': 4-bit NF4 weights (a QLoRA checkpoint is NF4 already)
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 

@@ -162,6 +162,8 @@ class Block(nn.Module):
 
 def sample_next(logits, temperature=1.0, top_k=None):
     """ (B, V) logits of the last position -> (B, 1) sampled token ids, nanoGPT style. """
+    if top_k == 1:  # greedy: the argmax, without a random draw over the vocabulary; a tie goes to the lowest id
+        return torch.argmax(logits, dim=-1, keepdim=True)
     logits = logits / temperature
     if top_k is not None:  # crop the logits to only the top k options
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
@@ -214,32 +216,39 @@ class LanguageModel(nn.Module):
         return None
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_kv_cache=True):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_kv_cache=True, callback=None):
         """
         Take a conditioning sequence of indices idx (LongTensor of shape (b,t)) and complete
         the sequence max_new_tokens times, feeding the predictions back into the model each time.
         With use_kv_cache the prompt is prefilled once and then each step feeds only the newest
         token; without it every step recomputes the whole (cropped) context: the reference.
+        callback, if given, is called with each new (b, 1) token as soon as it is sampled (streaming).
         Most likely you'll want to make sure to be in model.eval() mode of operation for this.
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}; use top_k=1 for greedy decoding")
         block_size = self.config.block_size
-        kv_cache = self.new_kv_cache(idx.size(0)) if use_kv_cache else None
-        new = idx  # the tokens the cache has not seen yet
-        for _ in range(max_new_tokens):
+        b, t = idx.size()
+        # the whole output at once: each step writes its token in place, no growing copy of the sequence
+        out = torch.empty((b, t + max_new_tokens), dtype=idx.dtype, device=idx.device)
+        out[:, :t] = idx
+        kv_cache = self.new_kv_cache(b) if use_kv_cache else None
+        seen = 0  # out[:, :seen] is in the cache
+        for end in range(t, t + max_new_tokens):  # out[:, :end] is the sequence so far
             if kv_cache is None:
                 # if the sequence context is growing too long we must crop it at block_size
-                logits, _ = self(idx[:, -block_size:])
+                logits, _ = self(out[:, max(0, end - block_size):end])
             else:
-                if kv_cache.pos + new.size(1) > block_size:
+                if kv_cache.pos + end - seen > block_size:
                     # positions are absolute, so a window that slides needs fresh keys: prefill it again
-                    kv_cache.pos, new = 0, idx[:, -block_size:]
-                logits, _ = self(new, kv_cache=kv_cache)
+                    kv_cache.pos, seen = 0, end - block_size
+                logits, _ = self(out[:, seen:end], kv_cache=kv_cache)
+                seen = end
             idx_next = sample_next(logits[:, -1, :], temperature, top_k)
-            idx = torch.cat((idx, idx_next), dim=1)
-            new = idx_next
-        return idx
+            out[:, end:end + 1] = idx_next
+            if callback is not None:
+                callback(idx_next)
+        return out
 
 
 GPT2_SIZES = {  # n_layer, n_head and n_embd of OpenAI's checkpoints

@@ -1,7 +1,15 @@
 """
 Quantized weights by model surgery, like LoRA: quantize(model, name) swaps the Linear layers of a GPT's
 Blocks (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) for quantized modules; forward is untouched.
-QUANTIZERS names the kinds; each maps an nn.Linear to its quantized replacement.
+QUANTIZERS names the kinds; each maps an nn.Linear to its quantized replacement. Their weights are buffers,
+so state_dict, load_state_dict, .to(device) and torch.load(weights_only) just work.
+
+'int8': for inference. Decoding one token reads every weight once, so fewer bytes per weight is what makes it
+faster: int8 weights, one scale per output row, multiplied by aten's _weight_int8pack_mm (a quarter of fp32's
+bytes). The lm_head, the largest matrix at GPT-2's vocabulary, is quantized too; its float weight stays the
+token embedding (wte), which a lookup reads one row at a time, so the tying of the two is undone.
+$ python sample.py --quantize=int8
+$ python bench.py --mode=generate --device=cpu --dtype=float32 --quantize=int8
 
 'nf4': 4-bit NormalFloat weights (QLoRA, Dettmers et al. 2023), blocks of 64 consecutive weights with one fp32 scale
 each (no double quantization), through bitsandbytes. 0.53 bytes per weight instead of 4. The weights are
@@ -12,6 +20,7 @@ would need a 4-bit gather of its own).
 $ python train.py --init_from=gpt2-xl --lora_rank=8 --quantize=nf4 ...
 """
 
+import functools
 import logging
 
 import torch
@@ -75,7 +84,59 @@ class NF4Linear(nn.Module):
         return linear
 
 
-QUANTIZERS = {'nf4': NF4Linear}  # name -> the module that replaces an nn.Linear
+class Int8Linear(nn.Module):
+    """ y = (x @ W_int8^T) * scales + bias, W_int8 rounded from W / scales with one scale per output row
+    (symmetric, absmax / 127). The matmul is aten's _weight_int8pack_mm: it reads the int8 weights,
+    a quarter of fp32's bytes, and computes in bf16; elsewhere it runs on a dequantized copy. """
+
+    def __init__(self, linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        w = linear.weight.detach().float()
+        # the kernel takes its scales in the activations' dtype: round them to bf16 first, then the
+        # weights against the rounded scales, so that the bf16 scales are not one more error
+        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).to(torch.bfloat16)
+        self.register_buffer('weight', torch.round(w / scales.float()[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer('scales', scales)  # (out_features,)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x):
+        kind = x.device.type  # the output in the dtype nn.Linear's would have: autocast's, else the input's
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+        x2 = x.reshape(-1, self.in_features).to(self.scales.dtype)  # (N, in_features)
+        if int8_kernel_works(str(x.device)):  # cached: decided once per device
+            y = torch.ops.aten._weight_int8pack_mm(x2, self.weight, self.scales)
+        else:
+            y = F.linear(x2, self.weight.to(x2.dtype)) * self.scales
+        y = y.view(*x.shape[:-1], self.out_features).to(dtype)  # (..., out_features)
+        return y if self.bias is None else y + self.bias.to(dtype)
+
+    def dequantized(self):
+        """ The plain nn.Linear computing the same function (up to the kernel's bf16 rounding). """
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=self.weight.device)
+        with torch.no_grad():
+            linear.weight.copy_(self.weight.float() * self.scales.float()[:, None])
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+@functools.cache
+def int8_kernel_works(device):
+    """ Whether aten has _weight_int8pack_mm on device (CPU and MPS do; some CUDA builds don't). """
+    try:
+        torch.ops.aten._weight_int8pack_mm(torch.zeros(1, 32, dtype=torch.bfloat16, device=device),
+                                           torch.zeros(8, 32, dtype=torch.int8, device=device),
+                                           torch.ones(8, dtype=torch.bfloat16, device=device))
+        return True
+    except (NotImplementedError, RuntimeError):
+        return False
+
+
+QUANTIZERS = {'int8': Int8Linear, 'nf4': NF4Linear}  # name -> the module that replaces an nn.Linear
 
 
 def quantize(model, name):
@@ -95,6 +156,12 @@ def quantize(model, name):
             if type(linear) is not nn.Linear:
                 raise ValueError(f"the model is already quantized ({type(linear).__name__}): quantize it once")
             setattr(parent, child, QUANTIZERS[name](linear))
+    if name == 'int8':  # inference only: the lm_head too (see the top), wte keeps the float weight
+        model.lm_head = Int8Linear(model.lm_head)
+        if not int8_kernel_works(str(model.lm_head.weight.device)):
+            print(f"note: torch has no int8 matmul kernel on {model.lm_head.weight.device}: the int8 weights are "
+                  f"dequantized for each matmul, which saves memory but is not faster")
+        model.requires_grad_(False)
     return model
 
 

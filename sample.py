@@ -9,7 +9,7 @@ import os
 import torch
 
 import runtime
-from quantize import quantize as quantize_model
+from quantize import QUANTIZERS, quantize as quantize_model
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -25,7 +25,7 @@ device = 'cuda' # 'cpu', 'cuda', 'cuda:1', 'mps'; without a CUDA GPU, 'cuda' run
 dtype = 'auto' # 'float32', 'bfloat16' or 'float16' autocast; 'auto': bf16 (else fp16) on cuda, bf16 on CPUs with native bf16, else fp32
 compile = False # use PyTorch 2.0 to compile the model to be faster (the first sample waits for the compile)
 use_kv_cache = True # False recomputes the whole context for every new token: the slow reference path
-quantize = '' # '' as saved; 'nf4': the Blocks' Linear weights in 4-bit NF4 (a QLoRA checkpoint is NF4 already)
+quantize = '' # '' as saved; 'int8': int8 weights, faster decoding on CPU; 'nf4': 4-bit NF4 weights (a QLoRA checkpoint is NF4 already)
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
@@ -33,16 +33,17 @@ runtime.errors_as_one_line()
 runtime.require(max_new_tokens > 0, f"max_new_tokens must be > 0, got {max_new_tokens}")
 runtime.require(num_samples > 0, f"num_samples must be > 0, got {num_samples}")
 runtime.require(top_k >= 0, f"top_k must be >= 0 (0 keeps all tokens), got {top_k}")
+runtime.require(quantize in ('', *QUANTIZERS), f"unknown quantize '{quantize}': use '' (none) or {', '.join(QUANTIZERS)}")
 if start.startswith('FILE:'):
     with open(start[5:], 'r', encoding='utf-8') as f:
         start = f.read()
 
 rt = runtime.setup(device, dtype)
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device, dropout=0.0)
-if quantize and quantize != (checkpoint or {}).get('quantize'):
-    quantize_model(model, quantize)
 model.eval()
 model.to(rt.device)
+if quantize and quantize != (checkpoint or {}).get('quantize'):
+    quantize_model(model, quantize)
 if compile:
     model.compile() # in place, so that generate's calls to self() run compiled (torch.compile(model) wouldn't)
 
@@ -70,12 +71,34 @@ if len(start_ids) > block_size:
     start_ids = start_ids[-block_size:]
 x = (torch.tensor(start_ids, dtype=torch.long, device=rt.device)[None, ...])
 
+
+class Stream:
+    """ generate's callback: prints a sample's text as its tokens come. Each token shows what the text
+    decoded so far adds, less a trailing character that a later token may still complete (a BPE token
+    can end inside a multi-byte character), so that the streamed text is the final decode exactly. """
+
+    def __init__(self, ids):
+        self.ids, self.shown = list(ids), ''
+        self.show()
+
+    def __call__(self, idx_next):
+        self.ids.append(idx_next[0, 0].item())
+        self.show()
+
+    def show(self, final=False):
+        text = decode(self.ids)
+        text = text if final else text.rstrip('\ufffd')  # U+FFFD: what an incomplete character decodes to
+        print(text[len(self.shown):], end='\n' if final else '', flush=True)
+        self.shown = text
+
+
 # run generation, seeded here: building the model draws random numbers (its init) that must not change the samples
 torch.manual_seed(seed)
 with torch.no_grad():
     with rt.ctx:
         for k in range(num_samples):
-            y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                               use_kv_cache=use_kv_cache)
-            print(decode(y[0].tolist()))
+            stream = Stream(start_ids)
+            model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None,
+                           use_kv_cache=use_kv_cache, callback=stream)
+            stream.show(final=True)
             print('---------------')

@@ -122,6 +122,8 @@ runtime.require(model_type == 'gpt' or not (init_from in GPT2_SIZES or os.path.i
 runtime.require(init_from in ('scratch', 'resume') or os.path.abspath(init_from) != os.path.abspath(out_dir),
                 f"init_from='{init_from}' is this run's own out_dir: continue it with --init_from=resume, or "
                 f"finetune its weights into another --out_dir")
+runtime.require(quantize in ('', 'nf4'), f"quantize='{quantize}' can't train: use '' or 'nf4' (QLoRA); "
+                f"int8 is for inference, in sample.py, chat.py and bench.py")
 runtime.require(not quantize or lora_rank > 0 or eval_only,
                 f"quantize='{quantize}' freezes the base model's weights in 4 bits, which can't be trained: "
                 f"train LoRA adapters on it with --lora_rank=8 (QLoRA), or drop --quantize")

@@ -2,7 +2,8 @@
 summary's tokens/s and MFU follow from its ms/iter), the profiler trace, the eager-vs-compiled benchmark
 (both start from the same weights: same first loss; the speedup printed is the ratio of the times) and
 the generation benchmark (KV cache and full recompute give the same greedy tokens; the ratio printed is
-the ratio of the rates)."""
+the ratio of the rates; the weight-streaming floor counts the model's weight bytes and the decode line's
+share is the ratio of the two times; with --quantize=int8 the int8 model too, and the ratio of the speeds)."""
 
 import json
 import math
@@ -88,3 +89,34 @@ def test_generate_mode(tmp_path):
     without = float(re.search(r"^without KV cache: ([\d.]+) tokens/s", p.stdout, re.M)[1])
     ratio = float(re.search(r"^KV cache speedup: ([\d.]+)x$", p.stdout, re.M)[1])
     assert math.isclose(ratio, with_cache / without, rel_tol=0.05, abs_tol=0.01)  # rates printed rounded
+    assert re.search(r"^prefill: 8 tokens in [\d.]+ms$", p.stdout, re.M)
+    # the floor streams every Linear weight once: 2 layers x (3 + 1 + 4 + 4) x 32 x 32 plus the 64 x 32 lm_head, fp32
+    floor = re.search(r"^weight-streaming floor: ([\d.]+)ms per token \(([\d.]+) MB of weights, [\d.]+ GB/s\)$", p.stdout, re.M)
+    assert float(floor[2]) == round((2 * 12 * 32 * 32 + 64 * 32) * 4 / 1e6, 2)
+    decode = re.search(r"^decode: ([\d.]+) ms/token, (\d+)% of the weight-streaming floor \(([\d.]+) ms\)$", p.stdout, re.M)
+    assert decode[3] == floor[1]
+    assert math.isclose(int(decode[2]), float(floor[1]) / float(decode[1]) * 100, abs_tol=1 + 100 * 0.01 / float(decode[1]))
+
+
+def test_generate_mode_with_int8(tmp_path):
+    """ --quantize=int8 runs the fp32 model, then the int8 one (their greedy tokens each with and without the
+    cache identical), and prints the ratio of their decode speeds. """
+    p = run_script('bench.py', *ARGS, '--mode=generate', '--vocab_size=64', '--prompt_len=8', '--gen_tokens=30',
+                   '--quantize=int8', cwd=tmp_path)
+    sections = re.split(r"^(float32|int8):$", p.stdout, flags=re.M)
+    assert sections[1::2] == ['float32', 'int8']
+    assert all("greedy tokens with and without the cache: identical" in text for text in sections[2::2])
+    ms = [float(re.search(r"^decode: ([\d.]+) ms/token", text, re.M)[1]) for text in sections[2::2]]
+    mb = [float(re.search(r"\(([\d.]+) MB of weights", text)[1]) for text in sections[2::2]]
+    assert mb[1] < mb[0] / 3  # int8 weights and one bf16 scale per row, against fp32
+    ratio = float(re.search(r"^int8/fp32 decode speed: ([\d.]+)x$", p.stdout, re.M)[1])
+    assert math.isclose(ratio, ms[0] / ms[1], rel_tol=0.05, abs_tol=0.01)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--quantize=int4', '--prompt_len=8'], "unknown quantize 'int4': use '' (none) or int8"),
+    (['--prompt_len=16'], "prompt_len=16 must be < block_size=16"),
+])
+def test_generate_mode_bad_input(tmp_path, args, message):
+    p = run_script('bench.py', *ARGS, '--mode=generate', *args, cwd=tmp_path, check=False)
+    error_line(p, message)

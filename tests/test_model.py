@@ -1,5 +1,6 @@
 """model.py: parity with Hugging Face GPT-2, SDPA vs manual attention, KV-cache generation vs the
-full-recompute reference, model surgery, parameter counts, and the errors bad input gets."""
+full-recompute reference (one cache per generation, never reallocated; a callback per new token; top_k=1
+is the argmax), model surgery, parameter counts, and the errors bad input gets."""
 
 import math
 
@@ -8,7 +9,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 import conftest
-from model import GPT, CausalSelfAttention, GPTConfig, build_model
+from model import GPT, CausalSelfAttention, GPTConfig, build_model, sample_next
 from runtime import model_from_checkpoint
 
 TINY = dict(n_layer=3, n_head=4, n_embd=64, block_size=32, vocab_size=71)
@@ -102,6 +103,46 @@ def test_greedy_generation_with_cache_equals_full_recompute(prompt_len, new_toke
     cached = model.generate(prompt, new_tokens, top_k=1, use_kv_cache=True)
     assert cached.shape == (2, prompt_len + new_tokens)
     assert torch.equal(cached, reference)
+
+
+def test_kv_cache_is_allocated_once_for_a_whole_generation(monkeypatch):
+    """ One cache per generate call, sized at creation; past block_size it is refilled in place (a
+    re-prefill of the window), never reallocated. """
+    model = tiny_gpt()
+    caches = []
+    new_kv_cache = model.new_kv_cache
+    monkeypatch.setattr(model, 'new_kv_cache', lambda b: caches.append(new_kv_cache(b)) or caches[-1])
+    prompt = torch.randint(0, 71, (2, 5))
+    created = []
+    def check(_):
+        if not created:
+            created.extend([caches[0].k.data_ptr(), caches[0].v.data_ptr()])
+        assert [caches[0].k.data_ptr(), caches[0].v.data_ptr()] == created
+    model.generate(prompt, 60, top_k=1, callback=check)  # 5 + 60 tokens: the window slides past 32
+    assert len(caches) == 1 and caches[0].k.shape == (3, 2, 4, 32, 16)  # (L, B, nh, block_size, hs)
+
+
+def test_callback_gets_each_new_token_as_it_is_sampled():
+    model = tiny_gpt()
+    prompt = torch.randint(0, 71, (2, 3))
+    for use_kv_cache in (True, False):
+        tokens = []
+        torch.manual_seed(1)
+        out = model.generate(prompt, 40, temperature=0.9, top_k=5, use_kv_cache=use_kv_cache, callback=tokens.append)
+        assert len(tokens) == 40 and all(t.shape == (2, 1) for t in tokens)
+        assert torch.equal(torch.cat([prompt, *tokens], dim=1), out)
+
+
+def test_top_k_one_is_the_argmax_without_a_random_draw():
+    model = tiny_gpt()
+    prompt = torch.randint(0, 71, (1, 4))
+    state = torch.get_rng_state()
+    out = model.generate(prompt, 1, top_k=1)
+    assert torch.equal(torch.get_rng_state(), state)
+    with torch.no_grad():
+        assert out[0, -1] == model(prompt)[0][0, -1].argmax()
+    tie = torch.tensor([[0.0, 2.0, 1.0, 2.0]])
+    assert sample_next(tie, top_k=1).item() == 1  # an exact tie (bf16 logits have them) goes to the lower id
 
 
 def test_cached_forward_matches_full_forward_per_position():

@@ -17,7 +17,7 @@ import conftest
 from conftest import (all_logits, train_steps, error_line, iter_losses, load, make_char_dataset, perturb_adapters, run_script,
                       save_checkpoint, step_losses)
 from model import Bigram, GPTConfig, LORA_TARGETS, apply_lora
-from quantize import NF4_BLOCK_SIZE, NF4Linear, QUANTIZERS, dequantize, quantize
+from quantize import NF4_BLOCK_SIZE, NF4Linear, dequantize, quantize
 
 bnb = pytest.importorskip('bitsandbytes', reason="bitsandbytes is not installed (pip install -r requirements.txt)")
 
@@ -152,8 +152,8 @@ def test_bad_quantization_input_is_one_line(qlora_run, tmp_path):
     cwd, args, _ = qlora_run
     error_line(train(cwd, '--quantize=nf4', '--max_iters=1', f'--out_dir={tmp_path / "a"}', check=False),
                "freezes the base model's weights in 4 bits, which can't be trained: train LoRA adapters")
-    error_line(train(cwd, '--quantize=int3', '--lora_rank=4', '--max_iters=1', f'--out_dir={tmp_path / "b"}',
-                     check=False), "unknown quantization 'int3': use one of nf4")
+    error_line(train(cwd, '--quantize=int8', '--lora_rank=4', '--max_iters=1', f'--out_dir={tmp_path / "b"}',
+                     check=False), "quantize='int8' can't train: use '' or 'nf4' (QLoRA); int8 is for inference")
     error_line(train(cwd, '--init_from=resume', '--lora_rank=4', '--lora_targets=attn.c_attn,mlp.c_fc',
                      '--dropout=0.1', '--lora_dropout=0.1', '--quantize=', '--max_iters=7', check=False),
                "resuming can't change it")
@@ -175,6 +175,5 @@ def test_bad_quantization_input_is_one_line(qlora_run, tmp_path):
                "needs bitsandbytes, which is not installed: pip install 'bitsandbytes")
     with pytest.raises(ValueError, match='already quantized'):
         quantize(quantize(tiny_gpt(), 'nf4'), 'nf4')
-    assert list(QUANTIZERS) == ['nf4']
     model = dequantize(quantize(tiny_gpt(), 'nf4'))
     assert not any(isinstance(m, NF4Linear) for m in model.modules())

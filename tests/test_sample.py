@@ -1,15 +1,21 @@
 """sample.py guards: checkpoints (ours and the original nanoGPT's), GPT-2 from a local HF directory,
-char-level (meta.pkl) and GPT-2 BPE tokenization, string and FILE: prompts, seeding, and one clear error
-per bad input. Each sample printed must equal the decoded output of model.generate run here, with the same
-seed, on the same weights."""
+char-level (meta.pkl) and GPT-2 BPE tokenization, string and FILE: prompts, seeding, int8 weights, and one
+clear error per bad input. Each sample printed must equal the decoded output of model.generate run here, with
+the same seed, on the same weights; it is streamed as its tokens come, and the streamed text is that text."""
+
+import copy
+import runpy
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import closed_port_url, error_line, make_char_dataset, perturb_adapters, run_script, save_checkpoint, tiny_text
+import model as model_py
+from conftest import ROOT, closed_port_url, error_line, make_char_dataset, perturb_adapters, run_script, save_checkpoint, tiny_text
 from data_io import load_meta, write_tokens
 from model import GPT, GPTConfig, apply_lora, build_model
+from quantize import quantize
 from runtime import model_from_checkpoint
 
 SEP = '\n---------------\n'
@@ -238,3 +244,83 @@ def test_offline_hub_is_one_line_at_once(tmp_path):
     p = sample('--init_from=gpt2', '--max_new_tokens=5', cwd=tmp_path, env=env, check=False)
     error_line(p, "could not fetch the 'gpt2' weights from the Hugging Face hub")
     assert 'Retrying' not in p.stdout + p.stderr
+
+
+def test_quantize_int8(workdir):
+    """ --quantize=int8 samples what the int8 model generates here (weights whose logits are large enough
+    for int8's rounding to change some draws, so that this tells int8 from fp32). """
+    wd, meta, _ = workdir
+    torch.manual_seed(4)
+    model = GPT(GPTConfig(vocab_size=meta['vocab_size'], **TINY)).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.uniform_(-1, 1)
+    save_checkpoint(wd / 'out_int8', model, 'tiny_char')
+    p = sample('--out_dir=out_int8', '--quantize=int8', '--num_samples=2', '--max_new_tokens=200', '--seed=4',
+               '--start=a', cwd=wd)
+    args = ([meta['stoi']['a']], lambda ids: ''.join(meta['itos'][i] for i in ids), 4, 2, 200, 0.8, 200)
+    expected = reference(quantize(copy.deepcopy(model), 'int8'), *args)
+    assert expected != reference(model, *args)
+    assert output(p).endswith(expected)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--quantize=int4'], "unknown quantize 'int4': use '' (none) or int8, nf4"),
+    (['--out_dir=out_bigram', '--quantize=int8'], "quantize='int8' needs model_type='gpt'"),
+])
+def test_quantize_bad_input(workdir, args, message):
+    wd, meta, _ = workdir
+    if not (wd / 'out_bigram').exists():
+        save_checkpoint(wd / 'out_bigram', build_model(GPTConfig(model_type='bigram', vocab_size=meta['vocab_size'],
+                                                                 block_size=32)), 'tiny_char')
+    error_line(sample(*args, cwd=wd, check=False), message)
+
+
+def test_samples_stream_as_they_are_generated(workdir, monkeypatch, capsys):
+    """ Each new token is on stdout before the next one is sampled: at every token, what sample.py printed
+    so far ends with the sample decoded so far (sample.py runs in this process so that generate can watch). """
+    wd, meta, _ = workdir
+    decode = lambda ids: ''.join(meta['itos'][i] for i in ids)
+    generate, printed, checks = model_py.LanguageModel.generate, [], []
+
+    def watched(self, idx, max_new_tokens, *args, callback=None, **kwargs):
+        assert callback is not None, "sample.py gives generate no callback: nothing streams"
+        ids = idx[0].tolist()
+
+        def check(idx_next):
+            callback(idx_next)
+            ids.append(idx_next[0, 0].item())
+            printed.append(capsys.readouterr().out)
+            checks.append(''.join(printed).endswith(decode(ids)))
+        return generate(self, idx, max_new_tokens, *args, callback=check, **kwargs)
+
+    monkeypatch.setattr(model_py.LanguageModel, 'generate', watched)
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # sample.py sets its own
+    monkeypatch.setattr(sys, 'argv', ['sample.py', '--out_dir=out_char', '--device=cpu', '--dtype=float32',
+                                      '--num_samples=2', '--max_new_tokens=20', '--start=ab'])
+    monkeypatch.chdir(wd)
+    runpy.run_path(str(ROOT / 'sample.py'), run_name='__main__')
+    assert len(checks) == 40 and all(checks)
+    assert (''.join(printed) + capsys.readouterr().out).endswith(SEP)
+
+
+def test_streamed_bpe_text_is_the_final_text(workdir, gpt2):
+    """ A model that draws single-byte BPE tokens (lead and continuation bytes of multi-byte characters, and
+    ASCII): its text is full of characters left incomplete for a token or two, and of invalid sequences.
+    Streamed as they come, the text printed is still exactly the decode of the whole sample. """
+    wd = workdir[0]
+    byte_ids = [gpt2.encode_single_token(bytes([b])) for b in (0xE6, 0x9D, 0xB1, 0xC3, 0xA7, 0xF0, ord('a'), ord(' '))]
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50257, **TINY)).eval()
+    with torch.no_grad():  # ln_f pushes dim 0 up and only the byte tokens' rows read it: they win
+        model.transformer.ln_f.bias[0] = 10.0
+        model.lm_head.weight[:, 0] = 0.0
+        model.lm_head.weight[byte_ids, 0] = 1.0
+    save_checkpoint(wd / 'out_bytes', model, 'tiny_bpe')
+    prompt = 'Ça va? 東京 ☕'
+    p = sample('--out_dir=out_bytes', '--num_samples=3', '--max_new_tokens=40', '--seed=9', '--top_k=8',
+               '--temperature=1.0', f'--start={prompt}', cwd=wd)
+    expected = reference(model, gpt2.encode(prompt), gpt2.decode, 9, 3, 40, top_k=8)
+    generated = ''.join(text[len(prompt):] for text in expected.split(SEP))
+    assert '\ufffd' in generated and any(ord(c) > 127 and c != '\ufffd' for c in generated)  # bad and good ones
+    assert output(p).endswith(expected)

@@ -4,8 +4,8 @@ each document's encode_ordinary ids followed by the end-of-text token, in the sh
 split (0.05% of the documents go to val, seed 2357). --tokenizer=gpt2 (the default) uses GPT-2's BPE (tiktoken);
 --tokenizer=bpe trains a byte-level BPE of --vocab_size tokens on the train split first (tokenizer.train_bpe)
 and writes it beside the bins as bpe.json, with meta.pkl. The files go to data/<out_dataset>/: data/openwebtext
-for the hub's OpenWebText, and a folder you name for any other dataset, so your own corpus never overwrites
-OpenWebText's files.
+for the hub's OpenWebText in GPT-2's BPE, and a folder you name for anything else, so your own corpus never
+overwrites OpenWebText's files.
 $ python data/openwebtext/prepare.py                                               # the hub's openwebtext
 $ python data/openwebtext/prepare.py --dataset=json --data_files='/data/*.jsonl' --out_dataset=mine   # local, offline
 $ python data/openwebtext/prepare.py --dataset=text --data_files='/data/*.txt' --out_dataset=mine --tokenizer=bpe
@@ -29,7 +29,7 @@ seed = 2357 # seed of the train/val shuffle
 num_proc = os.cpu_count() # tokenizer threads (and load_dataset processes)
 tokenizer = 'gpt2' # 'gpt2': GPT-2's BPE (tiktoken); 'bpe': a byte-level BPE trained on the train split
 vocab_size = 32768 # tokenizer='bpe': its tokens, the 256 bytes and the special tokens included
-out_dataset = '' # writes data/<out_dataset>/ (train with --dataset=<out_dataset>); '' is openwebtext, for the hub's openwebtext only
+out_dataset = '' # writes data/<out_dataset>/ (train with --dataset=<out_dataset>); '' is openwebtext, for the hub's openwebtext in GPT-2's BPE only
 # -----------------------------------------------------------------------------
 exec(open(os.path.join(_ROOT, 'configurator.py')).read()) # overrides from command line or config file
 
@@ -39,9 +39,9 @@ from datasets import load_dataset  # noqa: E402  (after the settings: it takes s
 
 if data_files and '://' not in data_files and not glob.glob(data_files, recursive=True):
     sys.exit(f"error: no file matches data_files={data_files!r}")
-if not out_dataset and dataset != 'openwebtext':
+if not out_dataset and (dataset, tokenizer) != ('openwebtext', 'gpt2'):
     sys.exit(f"error: name the folder for dataset {dataset!r} with --out_dataset=<name> (it writes data/<name>/, "
-             f"then train with --dataset=<name>): data/openwebtext is kept for the hub's OpenWebText")
+             f"then train with --dataset=<name>): data/openwebtext is kept for the hub's OpenWebText in GPT-2's BPE")
 if os.sep in out_dataset or out_dataset in ('.', '..'):
     sys.exit(f"error: out_dataset={out_dataset!r} must be a folder name (it goes under data/), not a path")
 if tokenizer not in ('gpt2', 'bpe'):

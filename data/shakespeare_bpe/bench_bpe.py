@@ -99,6 +99,10 @@ def measure(train):
     return result
 
 
+try:  # before the trainers run: without its BPE files there is nothing to compare the encoding with
+    gpt2 = gpt2_encoding()
+except OSError as e:
+    sys.exit(f"error: {e}")
 hf_s, hf_mb, hf_json = measure(train_hf)
 rb_s, rb_mb, rb_ranks = measure(train_rustbpe)
 hf_tok = Tokenizer.from_str(hf_json)
@@ -108,7 +112,6 @@ print(f"training time rustbpe / tokenizers: {rb_s / hf_s:.2f}")
 
 trained = tiktoken.Encoding('trained', pat_str=SPLIT_PATTERN, special_tokens={},
                             mergeable_ranks=dict(rb_ranks))
-gpt2 = gpt2_encoding()
 rates = {}
 for name, encode in [('tiktoken GPT-2', lambda: gpt2.encode_ordinary_batch(docs, num_threads=os.cpu_count())),
                      ('tiktoken, rustbpe merges', lambda: trained.encode_ordinary_batch(docs, num_threads=os.cpu_count())),
