@@ -19,7 +19,7 @@ from quantize import quantize as quantize_model
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
-init_from = 'resume' # 'resume' (out_dir/ckpt.pt) or the out_dir of a run
+init_from = 'resume' # 'resume' (out_dir's ckpt.pt, or an FSDP run's ckpt.dcp) or the out_dir of a run
 out_dir = 'out' # ignored if init_from is not 'resume'
 dataset = '' # the dataset whose tokenizer the model reads; '' the one it was trained on
 prompt = '' # answer this one message and exit; '' chats interactively

@@ -19,7 +19,7 @@ from quantize import dequantize
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
-out_dir = 'out' # directory holding the ckpt.pt written by train.py
+out_dir = 'out' # directory holding the ckpt.pt (or, from an FSDP run, ckpt.dcp) written by train.py
 to = '' # directory to write the Hugging Face model into (created)
 force = False # replace `to` even when it is a non-empty directory
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
@@ -31,7 +31,7 @@ runtime.require(not os.path.exists(to) or os.path.isdir(to), f"{to} exists and i
 runtime.require(not (os.path.isdir(to) and os.listdir(to)) or force,
                 f"{to} is not empty: pass another --to, or --force=True to replace it")
 
-model, checkpoint = runtime.load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+model, checkpoint = runtime.load_checkpoint(runtime.checkpoint_path(out_dir)) # ckpt.pt, or an FSDP run's ckpt.dcp
 cfg = model.config
 runtime.require(cfg.model_type == 'gpt',
                 f"cannot export a {cfg.model_type} model: GPT2LMHeadModel represents only model_type='gpt'")

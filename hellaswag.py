@@ -109,14 +109,17 @@ def render(item, block_size, device):
 @torch.no_grad()
 def score_items(model, items, ctx, device, rank=0, world_size=1, progress=False):
     """ (n_correct, n_correct_norm, n) over items[rank::world_size], items from tokenize_items; one
-    forward per item. Under DDP each rank scores its share and the caller all-reduces the three counts. """
+    forward per item. Under DDP or FSDP each rank scores its share and the caller all-reduces the three counts. """
     check_model(model)
     from tqdm import tqdm
     was_training = model.training
     model.eval()
     n_correct = n_correct_norm = n = 0
     shard = items[rank::world_size]
-    for item in tqdm(shard, desc='hellaswag', unit='item', disable=not progress):
+    # as many forwards on every rank, as FSDP's are collective (they gather the weights): a shorter shard
+    # scores an item once more, uncounted
+    padded = shard + items[:1] * (-(-len(items) // world_size) - len(shard))
+    for i, item in enumerate(tqdm(padded, desc='hellaswag', unit='item', disable=not progress)):
         idx, targets = render(item, model.config.block_size, device)
         with ctx:
             logits, _ = model(idx, targets)  # with targets the model returns every position's logits
@@ -124,10 +127,11 @@ def score_items(model, items, ctx, device, rank=0, world_size=1, progress=False)
                                  ignore_index=-1).view(4, -1)  # (4, T), 0 where not scored
         sum_loss = losses.sum(1)  # (4,)
         mean_loss = sum_loss / (targets != -1).sum(1)  # (4,)
-        label = item[2]
-        n_correct += int(sum_loss.argmin().item() == label)
-        n_correct_norm += int(mean_loss.argmin().item() == label)
-        n += 1
+        if i < len(shard):  # not the padding
+            label = item[2]
+            n_correct += int(sum_loss.argmin().item() == label)
+            n_correct_norm += int(mean_loss.argmin().item() == label)
+            n += 1
     model.train(was_training)
     return n_correct, n_correct_norm, n
 

@@ -1,14 +1,17 @@
 """
 The set-up every script shares, in one place: the device, the precision (autocast, TF32, the
 GradScaler), loading a model (a train.py checkpoint, OpenAI's GPT-2 or a local Hugging Face
-directory), writing a checkpoint, the peak FLOP/s that MFU is measured against, and the one way a
+directory), writing a checkpoint, FSDP's sharding of a model and its sharded checkpoints (ckpt.dcp,
+which every loader here reads too), the peak FLOP/s that MFU is measured against, and the one way a
 script fails: library code raises ValueError or OSError with a sentence naming the problem and the
 fix, and errors_as_one_line() makes the script print it as `error: ...` and exit 1.
 """
 
 import os
+import shutil
 import sys
 import tempfile
+import warnings
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -92,8 +95,15 @@ def setup(device, dtype, seed=None):
     return SimpleNamespace(device=device, device_type=device_type, dtype=dtype, ptdtype=ptdtype, ctx=ctx)
 
 
-def grad_scaler(rt):
-    """ fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is a no-op). """
+def grad_scaler(rt, sharded=False):
+    """ fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is a no-op).
+    sharded (FSDP): each rank sees only its shards of the gradients, so an inf found on one rank must skip
+    the step on all of them, which FSDP's scaler agrees on across ranks. """
+    if sharded:
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+        # its found-inf flags meet the DTensor gradients as 1-element tensors, and DTensor warns on every step
+        warnings.filterwarnings('ignore', message='Found a non-scalar tensor with numel=1')
+        return ShardedGradScaler(rt.device_type, enabled=rt.dtype == 'float16')
     return torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == 'float16')
 
 
@@ -124,14 +134,54 @@ def format_mfu(mfu):
 
 
 # -----------------------------------------------------------------------------
+# FSDP: sharding around the model
+
+def shard_model(model, device_type, ptdtype, world_size):
+    """ FSDP2, in place: the parameters of each Block, then the rest (embeddings, ln_f, lm_head: the root)
+    split in dim 0 across the world_size ranks and moved to device_type; a Block's are gathered for its
+    forward and backward only, its gradients reduce-scattered back into shards. On a GPU the gathered copies
+    are in ptdtype (bf16: half the traffic and memory) and gradients are reduced in fp32; on a CPU they stay
+    fp32 and autocast does the rest, as without FSDP. """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    if model.config.model_type != 'gpt':
+        raise ValueError(f"fsdp=True shards the Blocks of a GPT; a {model.config.model_type} model has none (it is "
+                         f"one vocab_size x vocab_size table): train it without --fsdp")
+    # an explicit mesh: by default FSDP puts one on the GPU of a machine that has one, --device=cpu or not
+    # (pytorch#132471)
+    mesh = init_device_mesh(device_type, (world_size,))
+    policy = MixedPrecisionPolicy(param_dtype=ptdtype, reduce_dtype=torch.float32) if device_type == 'cuda' else \
+        MixedPrecisionPolicy()
+    for block in model.transformer.h:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def model_state_bytes(model):
+    """ (bytes on this rank, bytes of a whole copy) of the parameters, their gradients and AdamW's two moments:
+    DDP keeps the whole on every rank, FSDP a shard. Frozen parameters (LoRA's base) have neither. And the
+    bytes of the whole fp32 gradient, which FSDP holds unsharded between the micro-steps of accumulation. """
+    from torch.distributed.tensor import DTensor
+    local = whole = gradient = 0
+    for p in model.parameters():
+        copies = 4 if p.requires_grad else 1  # weights, gradients, exp_avg, exp_avg_sq: all in the parameter's dtype
+        local += (p.to_local() if isinstance(p, DTensor) else p).numel() * p.element_size() * copies
+        whole += p.numel() * p.element_size() * copies
+        gradient += p.numel() * 4 * p.requires_grad
+    return local, whole, gradient
+
+
+# -----------------------------------------------------------------------------
 # checkpoints
 
 def upgrade_legacy(checkpoint):
     """ The original nanoGPT's checkpoint layout, read as ours (in place): keys of a torch.compile'd model,
     the causal-mask buffers of its pre-SDPA attention, no activation (it trained with the erf GELU),
     best_val_loss as a tensor. """
-    checkpoint['model'] = {k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()
-                           if not k.endswith('.attn.bias')}
+    if 'model' in checkpoint:
+        checkpoint['model'] = {k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()
+                               if not k.endswith('.attn.bias')}
     checkpoint['model_args'] = {'activation': 'gelu_exact', **checkpoint['model_args']}
     if 'best_val_loss' in checkpoint:
         checkpoint['best_val_loss'] = float(checkpoint['best_val_loss'])
@@ -139,7 +189,8 @@ def upgrade_legacy(checkpoint):
 
 
 def model_from_checkpoint(checkpoint, dropout=None):
-    """ The model saved in a train.py checkpoint dict, LoRA adapters and quantized base rebuilt; dropout may change between runs. """
+    """ The model saved in a train.py checkpoint dict, LoRA adapters and quantized base rebuilt; dropout may change between runs.
+    A dict without 'model' (the metadata of an FSDP checkpoint) gives the model with its fresh init. """
     upgrade_legacy(checkpoint)
     model_args = dict(checkpoint['model_args'], **({} if dropout is None else {'dropout': dropout}))
     model = build_model(GPTConfig(**model_args))
@@ -147,16 +198,35 @@ def model_from_checkpoint(checkpoint, dropout=None):
         apply_lora(model, **checkpoint['lora'])
     if checkpoint.get('quantize'):  # its base was saved quantized (QLoRA): the same modules take the codes
         quantize(model, checkpoint['quantize'])
-    model.load_state_dict(checkpoint['model'])
+    if 'model' in checkpoint:
+        model.load_state_dict(checkpoint['model'])
     return model
 
 
-def load_checkpoint(path, device='cpu', dropout=None):
-    """ (model, checkpoint dict) of a train.py ckpt.pt, ours or the original nanoGPT's. """
-    if not os.path.isfile(path):
+def checkpoint_path(out_dir):
+    """ The checkpoint a train.py run left in out_dir: ckpt.pt, or an FSDP run's ckpt.dcp folder (or, where a
+    save was cut off between its two renames, ckpt.dcp.old); where a save of one kind was cut off before it
+    removed the other, the newer one; out_dir/ckpt.pt when there is none. """
+    pt, dcp = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, SHARDED)
+    if not os.path.isdir(dcp) and os.path.isdir(dcp + '.old'):
+        dcp += '.old'
+    written = {path: os.path.getmtime(last) for path, last in [(pt, pt), (dcp, os.path.join(dcp, '.metadata'))]
+               if os.path.isfile(last)}  # dcp writes its .metadata last
+    return max(written, key=written.get) if written else pt
+
+
+def load_checkpoint(path, device='cpu', dropout=None, sharded=False):
+    """ (model, checkpoint dict) of a train.py ckpt.pt, ours or the original nanoGPT's, or of an FSDP run's
+    ckpt.dcp folder, read whole into this process as the same dict. sharded=True (an FSDP run resuming from
+    a ckpt.dcp): the dict holds the rest, and load_sharded_state reads each rank's share of the weights and
+    the optimizer state later, into the sharded model. """
+    if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint {path}: train a model with train.py first, or point --out_dir "
                                 f"(or --init_from) at a folder that has one")
     try:
+        if os.path.isdir(path):
+            checkpoint = read_sharded_checkpoint(path, with_state=not sharded)
+            return model_from_checkpoint(checkpoint, dropout).to(device), checkpoint
         checkpoint = torch.load(path, map_location=device, weights_only=True)
         return model_from_checkpoint(checkpoint, dropout), checkpoint
     except Exception as e:  # a truncated file, a foreign pickle, tensors that don't fit the model
@@ -174,6 +244,109 @@ def save_checkpoint(checkpoint, out_dir):
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
         raise OSError(f"could not write the checkpoint to {out_dir} ({first_line(e)}); the previous checkpoint "
                       f"there, if any, is intact: free some space or pick another --out_dir") from None
+    for older in (SHARDED, SHARDED + '.old'):  # an FSDP run's, which this run resumed: out_dir keeps the newest only
+        shutil.rmtree(os.path.join(out_dir, older), ignore_errors=True)
+
+
+# an FSDP run's checkpoint: a torch.distributed.checkpoint folder, each rank's shards in a file of their own
+SHARDED = 'ckpt.dcp'
+
+
+def save_sharded_checkpoint(checkpoint, model, optimizer, out_dir):
+    """ An FSDP run's checkpoint, written by all ranks together: out_dir/ckpt.dcp, a torch.distributed.checkpoint
+    folder of the dict train.py writes to ckpt.pt, its 'model' and 'optimizer' replaced by their sharded,
+    parameter-name-keyed state dicts (each rank writes its shards; rank 0 the rest). Any number of ranks
+    reads it back (load_sharded_state), one process too (load_checkpoint). Atomic: written as ckpt.dcp.tmp,
+    which rank 0 renames into place once dcp.save has every rank's files on disk, so a crash mid-save leaves
+    the previous checkpoint loadable (as ckpt.dcp.old for the moment between the two renames). """
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    path = os.path.join(out_dir, SHARDED)
+    tmp, old = path + '.tmp', path + '.old'
+    rank0 = dist.get_rank() == 0
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    if rank0:
+        shutil.rmtree(tmp, ignore_errors=True)  # what a save that crashed left behind
+    dist.barrier()
+    try:
+        dcp.save(dict(checkpoint, model=model_state, optimizer=optimizer_state), checkpoint_id=tmp)
+        if rank0:
+            if os.path.isdir(path):
+                shutil.rmtree(old, ignore_errors=True)
+                os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+            if os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):  # the run without FSDP that this one resumed
+                os.remove(os.path.join(out_dir, 'ckpt.pt'))
+    except (Exception, CheckpointException) as e:  # dcp raises on every rank when one rank's write failed
+        if isinstance(e, CheckpointException):
+            e = next(iter(e.failures.values()))[0]
+        if rank0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"could not write the checkpoint to {out_dir} ({first_line(e)}); the previous checkpoint "
+                      f"there, if any, is intact: free some space or pick another --out_dir") from None
+
+
+def read_sharded_checkpoint(path, with_state=True):
+    """ A ckpt.dcp folder read whole into this process, as the dict of a ckpt.pt (the optimizer state keyed by
+    parameter index, as torch.optim has it): what sample.py, export.py or a run without FSDP load. Without
+    with_state, all but the weights and the optimizer state. """
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+    keys = None  # all of it
+    if not with_state:  # the top-level keys from the folder's index, nested ones flattened as 'config.seed'
+        keys = {fqn.split('.')[0] for fqn in FileSystemReader(path).read_metadata().state_dict_metadata}
+        keys -= {'model', 'optimizer'}
+    try:
+        with warnings.catch_warnings():  # 'torch.distributed is uninitialized, assuming ... a single process': yes
+            warnings.simplefilter('ignore')
+            checkpoint = _load_state_dict_from_keys(keys, checkpoint_id=path)
+    except CheckpointException as e:
+        raise ValueError(first_line(next(iter(e.failures.values()))[0])) from None
+    checkpoint.setdefault('scaler', {})  # dcp keeps no empty dict
+    if with_state:
+        checkpoint['optimizer'] = optimizer_state_by_index(checkpoint['optimizer'])
+    else:  # where load_sharded_state reads the rest
+        checkpoint['path'] = path
+    return checkpoint
+
+
+def optimizer_state_by_index(state):
+    """ An optimizer state dict keyed by parameter name (torch.distributed.checkpoint's) keyed by position
+    in the parameter groups instead, as optimizer.state_dict() gives it; optimizer_state_by_name undoes it. """
+    index = {name: i for i, name in enumerate(name for group in state['param_groups'] for name in group['params'])}
+    return {'state': {index[name]: s for name, s in state['state'].items()},
+            'param_groups': [dict(group, params=[index[name] for name in group['params']])
+                             for group in state['param_groups']]}
+
+
+def optimizer_state_by_name(state, model, optimizer):
+    names = {p: name for name, p in model.named_parameters()}
+    name = [names[p] for group in optimizer.param_groups for p in group['params']]
+    return {'state': {name[i]: s for i, s in state['state'].items()},
+            'param_groups': [dict(group, params=[name[i] for i in group['params']])
+                             for group in state['param_groups']]}
+
+
+def load_sharded_state(model, optimizer, checkpoint):
+    """ Resume an FSDP run: each rank takes its shards of the weights and the optimizer state, however many
+    ranks wrote them. From a ckpt.dcp (load_checkpoint(sharded=True)) each rank reads only its shards; from
+    a ckpt.pt every rank has read the whole, its weights are in the model already (loaded before sharding),
+    and the optimizer state is cut into this rank's shards here. """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict,
+                                                         set_optimizer_state_dict, set_state_dict)
+    if 'model' in checkpoint:
+        set_optimizer_state_dict(model, optimizer, optimizer_state_by_name(checkpoint['optimizer'], model, optimizer),
+                                 options=StateDictOptions(full_state_dict=True))
+        return
+    model_state, optimizer_state = get_state_dict(model, optimizer)  # the layout of this run's shards
+    state = {'model': model_state, 'optimizer': optimizer_state}
+    dcp.load(state, checkpoint_id=checkpoint['path'])
+    set_state_dict(model, optimizer, model_state_dict=state['model'], optim_state_dict=state['optimizer'])
 
 
 def ensure_writable(out_dir):
@@ -185,13 +358,14 @@ def ensure_writable(out_dir):
         raise OSError(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another one with --out_dir=...") from None
 
 
-def load_model(init_from, out_dir='out', device='cpu', dropout=None):
-    """ (model, checkpoint or None) for init_from: 'resume' (out_dir/ckpt.pt), the folder of another
-    train.py run, one of OpenAI's GPT-2 sizes or a local Hugging Face GPT-2 directory. """
-    if init_from == 'resume' or os.path.isfile(os.path.join(init_from, 'ckpt.pt')):
-        path = os.path.join(out_dir if init_from == 'resume' else init_from, 'ckpt.pt')
+def load_model(init_from, out_dir='out', device='cpu', dropout=None, sharded=False):
+    """ (model, checkpoint or None) for init_from: 'resume' (out_dir's checkpoint), the folder of another
+    train.py run, one of OpenAI's GPT-2 sizes or a local Hugging Face GPT-2 directory. sharded: an FSDP run,
+    see load_checkpoint. """
+    path = checkpoint_path(out_dir if init_from == 'resume' else init_from)
+    if init_from == 'resume' or os.path.exists(path):
         print(f"loading the train.py checkpoint {path}")
-        return load_checkpoint(path, device, dropout)
+        return load_checkpoint(path, device, dropout, sharded=sharded and init_from == 'resume')
     if init_from in GPT2_SIZES or os.path.isdir(init_from):
         local_only = not os.path.isdir(init_from) and not hub_reachable()
         model = GPT.from_pretrained(init_from, {} if dropout is None else dict(dropout=dropout), local_only)

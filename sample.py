@@ -13,7 +13,7 @@ from quantize import QUANTIZERS, quantize as quantize_model
 from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
-init_from = 'resume' # 'resume' (out_dir/ckpt.pt), the out_dir of a run, a gpt2 variant (e.g. 'gpt2-xl') or a local Hugging Face GPT-2 directory
+init_from = 'resume' # 'resume' (out_dir's ckpt.pt, or an FSDP run's ckpt.dcp), the out_dir of a run, a gpt2 variant (e.g. 'gpt2-xl') or a local Hugging Face GPT-2 directory
 out_dir = 'out' # ignored if init_from is not 'resume'
 start = "\n" # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
 num_samples = 10 # number of samples to draw

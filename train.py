@@ -18,6 +18,9 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123
 - Run on the worker node:
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
 (If your cluster does not have Infiniband interconnect prepend NCCL_IB_DISABLE=1)
+
+To shard the weights, gradients and optimizer state across the processes instead of copying them (FSDP2,
+for models that don't fit one GPU), add --fsdp=True to any of the torchrun commands above.
 """
 
 import math
@@ -41,7 +44,7 @@ from tokenizer import load_tokenizer
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
 # I/O
-out_dir = 'out' # checkpoints (ckpt.pt) go here
+out_dir = 'out' # checkpoints (ckpt.pt, or an FSDP run's ckpt.dcp) go here
 eval_interval = 2000 # evaluate train/val loss (and maybe checkpoint) every this many iterations
 log_interval = 1 # print the `iter N: loss ...` line every this many iterations
 eval_iters = 200 # batches per split in each evaluation
@@ -88,6 +91,7 @@ lr_decay_iters = 600000 # should be ~= max_iters per Chinchilla
 min_lr = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
 # DDP settings
 backend = 'auto' # 'nccl', 'gloo', etc., or 'auto': nccl on cuda, gloo on cpu
+fsdp = False # under torchrun: shard weights, gradients and optimizer state across the processes (FSDP2) instead of DDP's full copies
 # system
 device = 'cuda' # 'cpu', 'cuda', 'cuda:1', 'mps'; without a CUDA GPU, 'cuda' runs on the CPU (and says so)
 dtype = 'auto' # 'float32', 'bfloat16', or 'float16' (uses a GradScaler); 'auto': bfloat16 (else float16) on cuda, bfloat16 on CPUs with native bf16, else float32
@@ -111,6 +115,8 @@ for name, least in dict(batch_size=1, block_size=1, gradient_accumulation_steps=
 runtime.require(gradient_accumulation_steps % ddp_world_size == 0,
                 f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the {ddp_world_size} "
                 f"processes: make it a multiple of --nproc_per_node x --nnodes")
+runtime.require(not fsdp or ddp, "fsdp=True shards the model across the processes that torchrun starts: launch it with "
+                                 "`torchrun --standalone --nproc_per_node=N train.py ... --fsdp=True` (N=1 works too)")
 runtime.require(model_type == 'gpt' or not (init_from in GPT2_SIZES or os.path.isfile(os.path.join(init_from, 'config.json'))),
                 f"init_from='{init_from}' is a GPT-2; model_type='{model_type}' trains from scratch only")
 runtime.require(init_from in ('scratch', 'resume') or os.path.abspath(init_from) != os.path.abspath(out_dir),
@@ -171,7 +177,7 @@ if init_from == 'scratch':
                                   n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias,
                                   model_type=model_type, activation=activation))
 else:
-    model, checkpoint = runtime.load_model(init_from, out_dir, 'cpu', dropout)
+    model, checkpoint = runtime.load_model(init_from, out_dir, 'cpu', dropout, sharded=fsdp)
     # the run can't honour settings that contradict the weights it starts from: stop before anything is written
     saved = asdict(model.config)
     changed = [f"{k}={globals()[k]!r} (the model's: {saved[k]!r})" for k in _overridden
@@ -216,6 +222,13 @@ if lora and 'bos_id' in meta: # the special tokens' embeddings must learn: with 
 if quantize and init_from != 'resume': # after LoRA: the adapters' frozen bases become 4-bit (QLoRA)
     quantize_model(model, quantize)
 model.gradient_checkpointing = gradient_checkpointing
+if fsdp: # before the optimizer, which then holds the shards; the whole model never goes to the GPU
+    runtime.shard_model(model, device_type, rt.ptdtype, ddp_world_size)
+    if master_process:
+        local, whole, gradient = runtime.model_state_bytes(model)
+        print(f"model state per rank: {local / 2**20:.2f} MiB (DDP would hold {whole / 2**20:.2f} MiB)" +
+              (f"; accumulating {gradient_accumulation_steps} micro-steps adds {gradient / 2**20:.2f} MiB of "
+               f"unsharded gradients" if gradient_accumulation_steps > 1 else ""))
 model.to(device)
 if hellaswag_interval: # tokenized once; a model that can't read GPT-2 tokens fails here, not at the first eval
     hellaswag.check_model(model)
@@ -294,12 +307,15 @@ if tokenizer is not None and masks is None: # instruction data: the loss is over
     val_tokens_per_byte = eval_windows['val'].size * block_size / val_bytes if val_bytes else None
 
 # initialize a GradScaler. If enabled=False scaler is a no-op
-scaler = runtime.grad_scaler(rt)
+scaler = runtime.grad_scaler(rt, sharded=fsdp)
 
 # optimizer: configure_optimizers takes the trainable parameters only (with LoRA, the adapters)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, verbose=master_process)
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    if fsdp: # each rank takes its shards of the optimizer state (and, from a ckpt.dcp, of the weights)
+        runtime.load_sharded_state(model, optimizer, checkpoint)
+    else:
+        optimizer.load_state_dict(checkpoint['optimizer'])
     if checkpoint.get('scaler'): # float16 runs: the loss scale it had found
         scaler.load_state_dict(checkpoint['scaler'])
 checkpoint = None # free up memory
@@ -327,8 +343,9 @@ if compile:
         print(f"warning: torch.compile failed, running without it ({type(e).__name__}: {runtime.first_line(e)})")
     raw_model.zero_grad(set_to_none=True)
 
-# wrap model into DDP container; evaluation runs on the unwrapped model, on rank 0 only
-train_model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None) if ddp else model
+# wrap model into DDP container; evaluation runs on the unwrapped model, on rank 0 only (with FSDP on all ranks:
+# each forward gathers the weights from all of them)
+train_model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None) if ddp and not fsdp else model
 
 
 # helps estimate an arbitrarily accurate loss over either split using many batches
@@ -345,6 +362,10 @@ def estimate_loss():
             losses[k] = loss.item()
         out[split] = losses.mean().item()
     model.train()
+    if fsdp: # every rank evaluated the same windows; rank 0's numbers decide for all whether to save
+        out = [out]
+        dist.broadcast_object_list(out, src=0)
+        out = out[0]
     return out
 
 
@@ -387,14 +408,15 @@ while True:
         param_group['lr'] = lr
 
     # evaluate the loss on train/val sets and write checkpoints
-    if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and master_process:
+    if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and (master_process or fsdp):
         losses = estimate_loss()
-        val_bpb = losses['val'] * val_tokens_per_byte / math.log(2) if val_tokens_per_byte else None
-        bpb = '-' if val_bpb is None else f"{val_bpb:.4f}"
-        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, val bpb {bpb}")
+        if master_process:
+            val_bpb = losses['val'] * val_tokens_per_byte / math.log(2) if val_tokens_per_byte else None
+            bpb = '-' if val_bpb is None else f"{val_bpb:.4f}"
+            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}, val bpb {bpb}")
         for split, loss in losses.items():
             check_finite(f"the {split} loss", loss)
-        if wandb_log:
+        if wandb_log and master_process:
             wandb.log({
                 "iter": iter_num,
                 "train/loss": losses['train'],
@@ -417,8 +439,12 @@ while True:
                     'quantize': quantize or None, # the base is saved quantized: model_from_checkpoint re-quantizes first
                     'scaler': scaler.state_dict(),
                 }
-                print(f"saving checkpoint to {out_dir}")
-                runtime.save_checkpoint(checkpoint, out_dir)
+                if master_process:
+                    print(f"saving checkpoint to {out_dir}")
+                if fsdp: # every rank writes its shards
+                    runtime.save_sharded_checkpoint(checkpoint, raw_model, optimizer, out_dir)
+                else:
+                    runtime.save_checkpoint(checkpoint, out_dir)
                 checkpoint, saved_at = None, iter_num
         t0 = time.time() # the evaluation is not part of the iteration's time
     if hellaswag_interval and (iter_num % hellaswag_interval == 0 or iter_num == max_iters or eval_only):
@@ -441,7 +467,9 @@ while True:
     torch.manual_seed(int(rng_for(1, iter_num).integers(2**63))) # this iteration's dropout masks
     train_loss = 0.0
     for micro_step in range(gradient_accumulation_steps):
-        if ddp:
+        if fsdp: # each rank sums its own gradients until the last micro step, which reduce-scatters the sums
+            raw_model.set_requires_gradient_sync(micro_step == gradient_accumulation_steps - 1)
+        elif ddp:
             # in DDP training we only need to sync gradients at the last micro step.
             # the official way to do this is with model.no_sync() context manager, but
             # I really dislike that this bloats the code and forces us to repeat code
@@ -485,4 +513,9 @@ if master_process and not eval_only and saved_at is None:
            f"the val loss never went below {best_val_loss:.4f}, and always_save_checkpoint=False")
     print(f"no checkpoint was written to {out_dir}: {why}")
 if ddp:
+    # leave together, each rank's collectives finished and let go of before the interpreter shuts down: a gloo
+    # worker thread that frees a finished collective's tensors after shutdown began dies taking the GIL and
+    # aborts the process ('terminate called without an active exception', pytorch#190489). The barrier's
+    # worker waits for the earlier collectives first, and it holds no tensors of its own
+    dist.barrier()
     dist.destroy_process_group()

@@ -188,12 +188,16 @@ def run_script(script, *args, cwd=None, check=True, env=None, timeout=600, **pop
     return p
 
 
-def closed_port_url():
-    """ An http URL on localhost where nothing listens: a connection fails at once, as offline. """
+def free_port():
+    """ A localhost port where nothing listens. """
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        return s.getsockname()[1]
+
+
+def closed_port_url():
+    """ An http URL on localhost where nothing listens: a connection fails at once, as offline. """
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def error_line(p, phrase):
