@@ -109,8 +109,9 @@ def ctrl_c_session(cwd):
                 proc.wait()
                 return None
             seen += char
-    out, err = proc.communicate(input='', timeout=60)  # then Ctrl-D
-    return seen, out, err, proc.returncode
+    proc.stdin.close()  # then Ctrl-D; the rest is read through proc.stdout, which may hold some of it already
+    out, err = proc.stdout.read(), proc.stderr.read()
+    return seen, out, err, proc.wait(timeout=60)
 
 
 def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(sft_workdir):
