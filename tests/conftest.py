@@ -134,6 +134,14 @@ def perturb_adapters(model, std=0.1):
     return model
 
 
+def train_in_two_halves(train, cwd, args, half=3, total=6):
+    """ train.py with args for `half` iterations into out_resumed, then resumed there up to `total`: both runs,
+    for comparing with one uninterrupted run. train(cwd, *args) runs the script. """
+    first = train(cwd, *args, f'--max_iters={half}', '--out_dir=out_resumed')
+    second = train(cwd, *args, f'--max_iters={total}', '--out_dir=out_resumed', '--init_from=resume')
+    return first, second
+
+
 def train_steps(model, x, y, steps=10, lr=1e-2):
     """ The losses of `steps` AdamW steps on one batch, through the model's own configure_optimizers. """
     optimizer = model.configure_optimizers(0.1, lr, (0.9, 0.95), 'cpu', verbose=False)

@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import conftest
-from conftest import (all_logits, train_steps, error_line, iter_losses, load, make_char_dataset, perturb_adapters, run_script,
-                      save_checkpoint, step_losses)
+from conftest import (all_logits, error_line, iter_losses, load, make_char_dataset, perturb_adapters, run_script,
+                      save_checkpoint, step_losses, train_in_two_halves, train_steps)
 from model import Bigram, GPTConfig, LORA_TARGETS, apply_lora
 from quantize import NF4_BLOCK_SIZE, NF4Linear, dequantize, quantize
 
@@ -108,8 +108,7 @@ def qlora_run(tmp_path_factory):
 
 def test_qlora_resumes_bit_for_bit(qlora_run):
     cwd, args, out = qlora_run
-    first = train(cwd, *args, '--max_iters=3', '--out_dir=out_resumed')
-    second = train(cwd, *args, '--max_iters=6', '--out_dir=out_resumed', '--init_from=resume')
+    first, second = train_in_two_halves(train, cwd, args)
     assert {**iter_losses(first.stdout), **iter_losses(second.stdout)} == iter_losses(out)
     assert step_losses(second.stdout)[6] == step_losses(out)[6]
     a, b = load(cwd / 'out' / 'ckpt.pt'), load(cwd / 'out_resumed' / 'ckpt.pt')

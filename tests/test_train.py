@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from conftest import (ROOT, error_line, iter_losses, load, make_char_dataset, run_script, step_losses, tiny_text,
-                      to_original_nanogpt)
+                      to_original_nanogpt, train_in_two_halves)
 from data_io import read_meta, write_tokens
 from model import GPTConfig
 from runtime import model_from_checkpoint
@@ -93,8 +93,7 @@ def straight_run(tmp_path_factory):
 
 def test_resume_reproduces_an_uninterrupted_run(straight_run):
     cwd, args, out = straight_run
-    first = train(cwd, *args, '--max_iters=3', '--out_dir=out_resumed')
-    second = train(cwd, *args, '--max_iters=6', '--out_dir=out_resumed', '--init_from=resume')
+    first, second = train_in_two_halves(train, cwd, args)
     straight, halves = iter_losses(out), {**iter_losses(first.stdout), **iter_losses(second.stdout)}
     assert sorted(iter_losses(first.stdout)) == [0, 1, 2] and sorted(iter_losses(second.stdout)) == [3, 4, 5]
     assert halves == straight
