@@ -219,7 +219,7 @@ class Chat:
             for _ in range(max_new_tokens):
                 if len(self.cached) + len(self.pending) > self.block_size:
                     self._crop()
-                device = self.kv_cache.k.device
+                device = self.kv_cache.k[0].device
                 with torch.no_grad():
                     logits, _ = self.model(torch.tensor([self.pending], device=device), kv_cache=self.kv_cache)
                 self.cached, self.pending = self.cached + self.pending, []

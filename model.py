@@ -65,17 +65,17 @@ class KVCache:
     GPT.forward, the model never owns one. """
 
     def __init__(self, n_layer, batch_size, n_head, max_len, head_size, dtype, device):
-        shape = (n_layer, batch_size, n_head, max_len, head_size)  # (L, B, nh, max_len, hs)
-        self.k = torch.empty(shape, dtype=dtype, device=device)
-        self.v = torch.empty(shape, dtype=dtype, device=device)
+        shape = (batch_size, n_head, max_len, head_size)  # (B, nh, max_len, hs) for each layer
+        self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.pos = 0  # number of positions already cached
 
     def update(self, layer, k, v):
         """ Store the new keys/values (B, nh, T, hs) of one layer; return all of them so far. """
         end = self.pos + k.size(2)
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, nh, pos+T, hs)
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # (B, nh, pos+T, hs)
 
 
 def causal_mask(T, S, device):
@@ -106,17 +106,17 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, kv_cache=None):
         B, T, C = x.size()  # batch size, sequence length, embedding dimensionality (n_embd)
         # calculate query, key, values for all heads in batch and move head forward to be the batch dim
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head)  # (B, T, 3, nh, hs)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs), views: one op, not nine
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, S, hs), S = pos+T
         S = k.size(2)
         dropout_p = self.dropout if self.training else 0.0
         if self.flash and (q.device.type != 'cpu' or q.dtype == torch.float32 or self.sdpa_on_cpu_in_low_precision):
-            if T == S or T == 1:  # plain causal (no cache, or a prefill) or one new query that sees everything
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
+            if T == 1:  # one new query: it sees every key
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+            elif T == S:  # plain causal: no cache, or a prefill
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
             else:  # several new queries after a cached prefix: SDPA's is_causal aligns top-left, we need bottom-right
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, S, x.device), dropout_p=dropout_p)
         else:
@@ -348,7 +348,7 @@ class GPT(LanguageModel):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         else:
             # inference-time mini-optimization: only forward the lm_head on the very last position
-            logits = self.lm_head(x[:, [-1], :])  # note: using list [-1] to preserve the time dim
+            logits = self.lm_head(x[:, -1:, :])  # a slice keeps the time dim (and is a view, unlike x[:, [-1]])
             loss = None
 
         return logits, loss

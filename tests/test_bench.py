@@ -2,8 +2,9 @@
 summary's tokens/s and MFU follow from its ms/iter), the profiler trace, the eager-vs-compiled benchmark
 (both start from the same weights: same first loss; the speedup printed is the ratio of the times) and
 the generation benchmark (KV cache and full recompute give the same greedy tokens; the ratio printed is
-the ratio of the rates; the weight-streaming floor counts the model's weight bytes and the decode line's
-share is the ratio of the two times; with --quantize=int8 the int8 model too, and the ratio of the speeds)."""
+the ratio of the rates; the weight-streaming floor counts the model's weight bytes, the KV cache line the
+keys and values read, and the decode line's share is the ratio of the two times; with --quantize=int8 the
+int8 model too, and the ratio of the speeds)."""
 
 import json
 import math
@@ -96,6 +97,13 @@ def test_generate_mode(tmp_path):
     decode = re.search(r"^decode: ([\d.]+) ms/token, (\d+)% of the weight-streaming floor \(([\d.]+) ms\)$", p.stdout, re.M)
     assert decode[3] == floor[1]
     assert math.isclose(int(decode[2]), float(floor[1]) / float(decode[1]) * 100, abs_tol=1 + 100 * 0.01 / float(decode[1]))
+    # keys and values of 2 layers x 32 wide, fp32, over the 8 decode steps before the window slides: 8 + 4.5 positions
+    kv = re.search(r"^KV cache read per decode step: [\d.]+ MB on average, ([\d.]+)% of the weights' bytes$", p.stdout, re.M)
+    assert float(kv[1]) == round(2 * 2 * 32 * 4 * 12.5 / ((2 * 12 * 32 * 32 + 64 * 32) * 4) * 100, 1)
+    best = re.search(r"^weights \+ KV cache at the floor's speed: ([\d.]+)ms per token, (\d+)% of the weight-streaming "
+                     r"floor at best$", p.stdout, re.M)
+    assert math.isclose(float(best[1]), float(floor[1]) * (1 + float(kv[1]) / 100), rel_tol=0.01, abs_tol=0.01)
+    assert int(best[2]) == round(100 / (1 + float(kv[1]) / 100))
 
 
 def test_generate_mode_with_int8(tmp_path):

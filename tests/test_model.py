@@ -115,11 +115,26 @@ def test_kv_cache_is_allocated_once_for_a_whole_generation(monkeypatch):
     prompt = torch.randint(0, 71, (2, 5))
     created = []
     def check(_):
-        if not created:
-            created.extend([caches[0].k.data_ptr(), caches[0].v.data_ptr()])
-        assert [caches[0].k.data_ptr(), caches[0].v.data_ptr()] == created
+        ptrs = [t.data_ptr() for t in caches[0].k + caches[0].v]
+        created.extend([] if created else ptrs)
+        assert ptrs == created
     model.generate(prompt, 60, top_k=1, callback=check)  # 5 + 60 tokens: the window slides past 32
-    assert len(caches) == 1 and caches[0].k.shape == (3, 2, 4, 32, 16)  # (L, B, nh, block_size, hs)
+    assert len(caches) == 1 and len(caches[0].k) == len(caches[0].v) == 3  # a pair per layer
+    assert all(t.shape == (2, 4, 32, 16) for t in caches[0].k + caches[0].v)  # (B, nh, block_size, hs)
+
+
+@pytest.mark.parametrize('backend', ['eager', 'aot_eager'])
+def test_compiled_generation_is_one_graph_and_equals_eager(backend):
+    """ torch.compile captures the cached forward whole (fullgraph: a graph break is an error), with the
+    cache's length symbolic (dynamic, so decode steps don't recompile), and writes the cache in place:
+    its tokens equal eager's, past block_size too. 'aot_eager' runs the functionalized graph, where a
+    cache write that lost its in-place effect would show; inductor adds kernels, not semantics. """
+    model = tiny_gpt()
+    prompt = torch.randint(0, 71, (2, 5), generator=torch.Generator().manual_seed(3))
+    reference = model.generate(prompt, 40, top_k=1, use_kv_cache=False)
+    torch._dynamo.reset()
+    model.compile(fullgraph=True, dynamic=True, backend=backend)
+    assert torch.equal(model.generate(prompt, 40, top_k=1), reference)
 
 
 def test_callback_gets_each_new_token_as_it_is_sampled():
