@@ -65,6 +65,8 @@ class KVCache:
     GPT.forward, the model never owns one. """
 
     def __init__(self, n_layer, batch_size, n_head, max_len, head_size, dtype, device):
+        # a pair of tensors per layer, not one (L, ...) tensor: a compiled step writes a whole input tensor
+        # in place, where slices of one shared tensor made inductor copy the cache on every step
         shape = (batch_size, n_head, max_len, head_size)  # (B, nh, max_len, hs) for each layer
         self.k = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.v = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layer)]
