@@ -45,8 +45,7 @@ rt = runtime.setup(device, dtype, seed)
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device, dropout=0.0)
 model.eval()
 # the chat tokenizer: the dataset's the model was finetuned on, or the one named (a base model: grown to it)
-trained_on = (checkpoint or {}).get('config', {}).get('dataset')
-data_dir = os.path.join('data', dataset or trained_on) if (dataset or trained_on) else None
+data_dir = os.path.join('data', dataset) if dataset else runtime.dataset_dir(checkpoint)
 tok = load_tokenizer(data_dir)
 meta = read_meta(data_dir) if data_dir else {}
 if dataset and meta.get('base_vocab_size', float('inf')) <= model.config.vocab_size < meta['vocab_size']:
@@ -68,8 +67,8 @@ def stream(chat, message, show=True, greedy=False):
         with rt.ctx:
             for idx in replies:
                 ids.append(idx)
-                text = tok.decode(ids)
-                if show and not text.endswith('\ufffd'):
+                text = tok.decode(ids) if show else None # the reply is decoded once at the end anyway
+                if text is not None and not text.endswith('\ufffd'):
                     print(text[len(shown):], end='', flush=True)
                     shown = text
     except KeyboardInterrupt:

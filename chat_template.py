@@ -215,14 +215,15 @@ class Chat:
         turn = prompt_ids(self.tok, message)
         self.turns.append(turn)
         self.pending += turn
+        device = self.kv_cache.k[0].device
         try:
             for _ in range(max_new_tokens):
                 if len(self.cached) + len(self.pending) > self.block_size:
                     self._crop()
-                device = self.kv_cache.k[0].device
                 with torch.no_grad():
                     logits, _ = self.model(torch.tensor([self.pending], device=device), kv_cache=self.kv_cache)
-                self.cached, self.pending = self.cached + self.pending, []
+                self.cached.extend(self.pending)
+                self.pending = []
                 idx = sample_next(logits[:, -1, :].float(), temperature, top_k).item()
                 turn.append(idx)
                 self.pending = [idx]

@@ -45,7 +45,7 @@ if checkpoint.get('lora'):
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402  (slow import, only once the input is good)
 
 # the dataset's tokenizer, as transformers' PreTrainedTokenizerFast
-data_dir = os.path.join('data', checkpoint['config']['dataset']) if 'dataset' in checkpoint.get('config', {}) else None
+data_dir = runtime.dataset_dir(checkpoint)
 try:
     tok = load_tokenizer(data_dir)
     tok.check_model(cfg.vocab_size)

@@ -27,12 +27,12 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from model import GPT, LoRALinear
+from model import GPT, LORA_TARGETS, LoRALinear
 
-QUANT_TARGETS = ('attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj')  # names inside a Block
 NF4_BLOCK_SIZE = 64  # weights per fp32 scale, QLoRA's choice
 
 
+@functools.cache  # once: nf4's forward asks for it on every call
 def bitsandbytes():
     """ The bitsandbytes module, or a one-line OSError saying how to install it. """
     # without the optional `kernels` package its CPU backend warns on import; its fallback kernel works
@@ -147,7 +147,7 @@ def quantize(model, name):
     if not isinstance(model, GPT):
         raise ValueError(f"quantize='{name}' needs model_type='gpt': a bigram model has no Linear layers to quantize")
     for block in model.transformer.h:
-        for target in QUANT_TARGETS:
+        for target in LORA_TARGETS:  # every Linear of a Block
             parent, child = target.split('.')
             parent = getattr(block, parent)
             if isinstance(getattr(parent, child), LoRALinear):  # QLoRA: quantize the frozen base under the adapter

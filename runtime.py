@@ -358,6 +358,13 @@ def ensure_writable(out_dir):
         raise OSError(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another one with --out_dir=...") from None
 
 
+def dataset_dir(checkpoint):
+    """ data/<dataset> of the run that wrote checkpoint (its tokenizer's folder), or None: OpenAI's GPT-2, or a
+    checkpoint older than the config it stores. """
+    dataset = (checkpoint or {}).get('config', {}).get('dataset')
+    return os.path.join('data', dataset) if dataset else None
+
+
 def load_model(init_from, out_dir='out', device='cpu', dropout=None, sharded=False):
     """ (model, checkpoint or None) for init_from: 'resume' (out_dir's checkpoint), the folder of another
     train.py run, one of OpenAI's GPT-2 sizes or a local Hugging Face GPT-2 directory. sharded: an FSDP run,

@@ -48,9 +48,7 @@ if compile:
     model.compile() # in place, so that generate's calls to self() run compiled (torch.compile(model) wouldn't)
 
 # the tokenizer of the dataset the model was trained on (characters or a trained BPE), else GPT-2's
-data_dir = None
-if checkpoint is not None and 'dataset' in checkpoint.get('config', {}): # older checkpoints might not have these...
-    data_dir = os.path.join('data', checkpoint['config']['dataset'])
+data_dir = runtime.dataset_dir(checkpoint)
 tok = load_tokenizer(data_dir)
 print({'char': f"Loading meta from {tok.path}...", 'bpe': f"Loading the trained BPE from {tok.path}...",
        'gpt2': "No meta.pkl found, assuming GPT-2 encodings..."}[tok.kind])

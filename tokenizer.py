@@ -190,9 +190,7 @@ class BPETokenizer(Tokenizer):
         return [len(self.enc.decode_single_token_bytes(i)) for i in range(self.n_ordinary)]
 
     def _with(self, special_tokens):
-        import tiktoken
-        enc = tiktoken.Encoding(self.enc.name, pat_str=self.enc._pat_str, mergeable_ranks=self.enc._mergeable_ranks,
-                                special_tokens=special_tokens)
+        enc = bpe_encoding(self.enc._mergeable_ranks, special_tokens, self.enc._pat_str, self.enc.name)
         return BPETokenizer(enc, self.kind, self.path)
 
     def _hf_tokenizer(self):

@@ -428,9 +428,7 @@ while True:
         if losses['val'] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, losses['val'])
             if iter_num > 0 and not eval_only:
-                checkpoint = {
-                    'model': raw_model.state_dict(),
-                    'optimizer': optimizer.state_dict(),
+                checkpoint = { # 'model' and 'optimizer' added below: FSDP saves sharded state dicts of its own
                     'model_args': model_args,
                     'iter_num': iter_num,
                     'best_val_loss': best_val_loss,
@@ -444,7 +442,8 @@ while True:
                 if fsdp: # every rank writes its shards
                     runtime.save_sharded_checkpoint(checkpoint, raw_model, optimizer, out_dir)
                 else:
-                    runtime.save_checkpoint(checkpoint, out_dir)
+                    runtime.save_checkpoint(dict(checkpoint, model=raw_model.state_dict(), optimizer=optimizer.state_dict()),
+                                            out_dir)
                 checkpoint, saved_at = None, iter_num
         t0 = time.time() # the evaluation is not part of the iteration's time
     if hellaswag_interval and (iter_num % hellaswag_interval == 0 or iter_num == max_iters or eval_only):

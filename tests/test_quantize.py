@@ -5,9 +5,6 @@ dequantized base with the quantized model's logits; sample.py and bench.py --mod
 with one line each (quantize without LoRA, an unknown name, a bigram model, bitsandbytes missing, a changed
 setting on resume)."""
 
-import copy
-import os
-
 import pytest
 import torch
 from torch import nn

@@ -16,7 +16,7 @@ import torch
 
 from conftest import (closed_port_url, error_line, make_char_dataset, run_script, save_checkpoint, step_bpb,
                       step_losses, tiny_gpt, tiny_text)
-from data_io import save_meta, write_tokens
+from data_io import save_meta, write_splits, write_tokens
 from runtime import model_from_checkpoint
 from tokenizer import (BPE_FILE, SPECIAL_TOKENS, CharTokenizer, load_bpe, load_tokenizer, train_bpe)
 
@@ -32,9 +32,8 @@ def make_bpe_dataset(data_dir, text=None, vocab_size=400):
     tok = train_bpe([text[:n]], vocab_size)
     os.makedirs(data_dir, exist_ok=True)
     tok.save(os.path.join(data_dir, BPE_FILE))
-    for split, part in (('train', text[:n]), ('val', text[n:])):
-        write_tokens(os.path.join(data_dir, f"{split}.bin"), tok.encode_ordinary(part), np.uint16)
-    save_meta(os.path.join(data_dir, 'meta.pkl'), {'vocab_size': tok.vocab_size, 'tokenizer': 'bpe'})
+    write_splits(data_dir, {'train': tok.encode_ordinary(text[:n]), 'val': tok.encode_ordinary(text[n:])},
+                 tok.vocab_size, {'vocab_size': tok.vocab_size, 'tokenizer': 'bpe'})
     return load_tokenizer(data_dir)
 
 

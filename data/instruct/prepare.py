@@ -22,7 +22,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 sys.path.insert(0, _ROOT)
 from chat_template import from_record, read_records, write_dataset  # noqa: E402
 from data_io import hub_reachable  # noqa: E402
-from tokenizer import load_tokenizer  # noqa: E402
+from tokenizer import BPE_FILE, load_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
 data_files = '' # local .json/.jsonl files, comma-separated (globs allowed)
@@ -66,7 +66,7 @@ try:
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     if tokenizer != 'gpt2' and not os.path.exists(os.path.join(tokenizer, 'meta.pkl')) and \
-            not os.path.exists(os.path.join(tokenizer, 'bpe.json')):
+            not os.path.exists(os.path.join(tokenizer, BPE_FILE)):
         raise ValueError(f"tokenizer={tokenizer!r} is neither 'gpt2' nor a dataset folder with meta.pkl or bpe.json: "
                          f"prepare that dataset first, or use --tokenizer=gpt2")
     convs = []
@@ -83,7 +83,7 @@ try:
         raise ValueError(f"{len(convs)} conversation(s) found: train and val need at least one each, give more records")
     order = np.random.default_rng(seed).permutation(len(convs))
     n_val = max(1, int(len(convs) * val_fraction))
-    data_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), out_dataset)
+    data_dir = os.path.join(_ROOT, 'data', out_dataset)
     stats = write_dataset(data_dir, base, {'train': [convs[i] for i in order[n_val:]],
                                            'val': [convs[i] for i in order[:n_val]]}, block_size)
 except (OSError, ValueError) as e:

@@ -57,7 +57,7 @@ try:
     if base.kind != 'char':
         raise ValueError(f"data/{base_dataset} is not a character dataset: the demo's tasks are about letters, "
                          f"use a character dataset such as shakespeare_char")
-    missing = sorted(set('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ- ') - set(base.stoi))
+    missing = base.unknown_characters('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ- ')
     if missing:
         raise ValueError(f"data/{base_dataset} lacks the characters {missing} the tasks need: use shakespeare_char")
     text = ''.join(base.decode(open_tokens(base_dir, split).tolist()) for split in ('train', 'val'))
