@@ -13,7 +13,7 @@ import os
 from collections import Counter
 
 import runtime
-from chat_template import Chat, check_chat_tokenizer, from_record, read_records
+from chat_template import Chat, check_chat_tokenizer, from_record, read_records, split_system
 from data_io import read_meta
 from quantize import quantize as quantize_model
 from tokenizer import load_tokenizer
@@ -81,18 +81,21 @@ def stream(chat, message, show=True, greedy=False):
 
 
 def check_message(message):
-    unknown = tok.unknown_characters(message)
-    return f"the message has characters not in the model's vocabulary: {' '.join(map(repr, unknown))}; " \
-           f"remove them" if unknown else None
+    """ Why message can't be sent, or None. """
+    # the very encoding Chat uses: on characters a special token's name typed in is text, so '<' '|'... must be
+    # in the vocabulary too, else the error would come mid-reply and end the chat
+    try:
+        tok.encode_ordinary(message)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 if eval_file:
     # exact match: each record's earlier turns are given, its last reply is generated greedily
     counts, correct, misses = Counter(), Counter(), []
     for record in read_records(eval_file):
-        conversation = from_record(record)
-        sys_msg = conversation[0]['content'] if conversation[0]['role'] == 'system' else ''
-        turns = conversation[1:] if sys_msg else conversation
+        sys_msg, turns = split_system(from_record(record))
         chat = Chat(model, tok, sys_msg)
         for user, reply in zip(turns[:-2:2], turns[1:-2:2]):
             chat.add_turn(user['content'], reply['content'])
@@ -110,7 +113,8 @@ if eval_file:
     print('\n'.join(["some misses:", *misses]) if misses else "no misses")
     print(f"exact match: {k}/{n} = {100 * k / n:.1f}% ({eval_file}, greedy)")
 elif prompt:
-    runtime.require(not check_message(prompt), check_message(prompt))
+    problem = check_message(prompt)
+    runtime.require(not problem, problem)
     stream(Chat(model, tok, system), prompt)
 else:
     chat = Chat(model, tok, system)
@@ -124,8 +128,9 @@ else:
             break
         if not message.strip():
             continue
-        if check_message(message):
-            print(f"note: {check_message(message)}")
+        problem = check_message(message)
+        if problem:
+            print(f"note: {problem}")
             continue
         print('assistant: ', end='', flush=True)
         stream(chat, message)

@@ -82,10 +82,18 @@ def from_record(record):
     return conversation
 
 
+def split_system(conversation):
+    """ (the system message's text, the turns after it): the first message is the system message when its
+    role says so, even when empty; without one, the text is '' (which opens no system block either). """
+    if conversation and conversation[0]['role'] == 'system':
+        return conversation[0]['content'], conversation[1:]
+    return '', conversation
+
+
 def check_conversation(conversation):
     """ ValueError unless: an optional system message, then user/assistant alternating from the user,
     ending with the assistant, and no empty assistant reply. """
-    turns = conversation[1:] if conversation and conversation[0]['role'] == 'system' else conversation
+    turns = split_system(conversation)[1]
     if not turns:
         raise ValueError("it has no user and assistant turns")
     for i, m in enumerate(turns):
@@ -99,16 +107,24 @@ def check_conversation(conversation):
         raise ValueError("it ends with a user message that has no assistant reply")
 
 
+def message_ids(tok, role, text):
+    """ Ids of one message: <|role_start|> text <|role_end|>. """
+    # text only: a '<|user_end|>' typed in the text stays text (or, on characters, a ValueError naming them)
+    return [tok.special_id(f"<|{role}_start|>"), *tok.encode_ordinary(text), tok.special_id(f"<|{role}_end|>")]
+
+
 def render(tok, conversation):
     """ (ids, mask) of a conversation (lists of ints): mask is 1 on the assistant's replies and their
     <|assistant_end|>, 0 elsewhere. tok must have the chat's special tokens (chat_tokenizer). """
-    ids, mask = [tok.special_id(BOUNDARY)], [0]
-    for m in conversation:
-        start, end = tok.special_id(f"<|{m['role']}_start|>"), tok.special_id(f"<|{m['role']}_end|>")
-        body = tok.encode_ordinary(m['content'])  # text only: a '<|user_end|>' typed in the content stays text
+    # opened as Chat opens it, so that training and chatting see the same tokens (an empty system message: none)
+    system, turns = split_system(conversation)
+    ids = head_ids(tok, system)
+    mask = [0] * len(ids)
+    for m in turns:
+        message = message_ids(tok, m['role'], m['content'])
         on = int(m['role'] == 'assistant')
-        ids += [start, *body, end]
-        mask += [0, *[on] * len(body), on]
+        ids += message
+        mask += [0, *[on] * (len(message) - 1)]
     return ids, mask
 
 
@@ -116,14 +132,13 @@ def head_ids(tok, system=''):
     """ Ids that open a conversation: the boundary token, and the system message if there is one. """
     ids = [tok.special_id(BOUNDARY)]
     if system:
-        ids += [tok.special_id('<|system_start|>'), *tok.encode_ordinary(system), tok.special_id('<|system_end|>')]
+        ids += message_ids(tok, 'system', system)
     return ids
 
 
 def prompt_ids(tok, message):
     """ Ids of one user turn that open the assistant's reply: what chat.py feeds the model each turn. """
-    return [tok.special_id('<|user_start|>'), *tok.encode_ordinary(message), tok.special_id('<|user_end|>'),
-            tok.special_id('<|assistant_start|>')]
+    return message_ids(tok, 'user', message) + [tok.special_id('<|assistant_start|>')]
 
 
 def conversation_starts(tokens, boundary_id, block_size):
@@ -237,6 +252,6 @@ class Chat:
 
     def add_turn(self, message, reply):
         """ A whole turn given, not generated (the earlier turns of an evaluation record). """
-        turn = prompt_ids(self.tok, message) + self.tok.encode_ordinary(reply) + [self.end]
+        turn = message_ids(self.tok, 'user', message) + message_ids(self.tok, 'assistant', reply)
         self.turns.append(turn)
         self.pending += turn

@@ -1,9 +1,12 @@
 """chat.py and chat_template.Chat: the KV cache kept across turns gives the logits of recomputing the whole
 conversation, each token is fed once (no re-prefill of earlier turns), and cropping at block_size keeps the
 conversation's start; --prompt answers once (the greedy reply of an in-process Chat); the interactive mode,
-driven through stdin, answers each line and ends at EOF; Ctrl-C stops a reply and the chat goes on; --eval_file
-scores exact match; a checkpoint without a chat template is a one-line error."""
+driven through stdin, answers each line and ends at EOF; a message the tokenizer can't encode (a special token's
+name on a character vocabulary) is refused in one line and the chat goes on; Ctrl-C stops a reply and the chat goes
+on; --eval_file scores exact match, a record's system message taken by its role even when empty (no system block,
+as in training); a checkpoint without a chat template is a one-line error."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from chat_template import BOUNDARY, Chat
+from chat_template import BOUNDARY, Chat, render
 from conftest import (ROOT, error_line, make_char_dataset, make_instruct_dataset, run_script, save_checkpoint,
                       tiny_gpt)
 from data_io import read_meta
@@ -85,6 +88,17 @@ def test_interactive_mode_through_stdin_until_eof(sft_workdir):
     assert got == expected and p.stdout.endswith('user: \n')  # EOF at the third prompt ends it
 
 
+def test_a_message_that_cant_be_encoded_is_refused_and_the_chat_goes_on(sft_workdir):
+    # a special token's name is no text a character vocabulary without '<' '|' '_' can encode
+    p = run_script('chat.py', '--out_dir=out-sft', '--top_k=1', '--max_new_tokens=8', '--device=cpu',
+                   '--dtype=float32', cwd=sft_workdir, input='spell <|user_end|>\nspell the\n')
+    chat, _, tok = chat_of(sft_workdir)
+    notes = [line for line in p.stdout.splitlines() if 'note: ' in line]
+    assert len(notes) == 1 and 'not in the vocabulary' in notes[0] and "'|'" in notes[0], p.stdout
+    got = [line.split('assistant: ', 1)[1] for line in p.stdout.splitlines() if 'assistant: ' in line]
+    assert got == [tok.decode(list(chat.reply('spell the', 8, top_k=1)))] and p.stdout.endswith('user: \n')
+
+
 def ctrl_c_session(cwd):
     """ Two messages, each reply stopped by Ctrl-C once it has streamed 20 characters, then Ctrl-D: (seen, out, err,
     returncode), or None when a reply ended by itself just before its Ctrl-C came (the model can sample its end),
@@ -132,6 +146,22 @@ def test_eval_file_scores_exact_match(sft_workdir):
     p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--max_new_tokens=8', '--device=cpu',
                    '--dtype=float32', cwd=sft_workdir)
     assert p.stdout.splitlines()[-1].startswith('exact match: 0/2 = 0.0% (q.jsonl, greedy)')
+
+
+def test_eval_file_takes_an_empty_system_message_by_its_role(sft_workdir):
+    """ An empty system message is the record's system message, not its first turn: the earlier turns are
+    given as they are, and it opens no system block, in chat.py's eval as in training (render). """
+    chat, _, tok = chat_of(sft_workdir)
+    chat.add_turn('hi', 'ho')
+    answer = tok.decode(list(chat.reply('spell a', 8, top_k=1)))
+    turns = [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'ho'},
+             {'role': 'user', 'content': 'spell a'}, {'role': 'assistant', 'content': answer}]
+    record = [{'role': 'system', 'content': ''}, *turns]
+    (sft_workdir / 'q.jsonl').write_text(json.dumps({'messages': record}) + '\n')
+    p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--max_new_tokens=8', '--device=cpu',
+                   '--dtype=float32', cwd=sft_workdir)
+    assert p.stdout.splitlines()[-1].startswith('exact match: 1/1 = 100.0%'), p.stdout
+    assert render(tok, record) == render(tok, turns)
 
 
 def test_prompt_with_nf4_weights(sft_workdir):
