@@ -164,10 +164,11 @@ def write_dataset(data_dir, base, splits, block_size):
     for split, conversations in splits.items():
         ids, mask, kept, too_long, unknown = [], [], 0, 0, 0
         for conversation in conversations:
-            if base.kind == 'char' and any(base.unknown_characters(m['content']) for m in conversation):
+            try:
+                i, m = render(tok, conversation)
+            except ValueError:  # characters outside the base vocabulary (special-token names typed in are text too)
                 unknown += 1
                 continue
-            i, m = render(tok, conversation)
             if len(i) > block_size + 1:
                 too_long += 1
                 continue

@@ -2,7 +2,7 @@
 ids and a reply mask side by side (characters, a trained BPE, GPT-2's BPE), with the tokenizer beside them so
 train.py and load_tokenizer read them back; bad input is one line each (a line that is not JSON, by number; a
 record of neither shape; an empty reply; no hub offline, naming --data_files); too-long conversations are
-skipped and counted."""
+skipped and counted, as are records with characters outside a character vocabulary."""
 
 import json
 import re
@@ -129,3 +129,15 @@ def test_the_offline_demo_holds_its_eval_words_out_of_training(tmp_path):
         assert f"spell {word}<" in val and f" {word}<" not in train
     error_line(run_script(repo / 'data' / 'instruct_demo' / 'prepare.py', '--base_dataset=tiny_char', cwd=repo,
                           check=False), 'lacks the characters')
+
+
+def test_records_with_characters_outside_the_vocabulary_are_skipped_and_counted(tmp_path):
+    repo = setup_repo(tmp_path)
+    # 'é' is not in tiny_text, nor are the characters of a special token's name typed in a reply (text, not a token)
+    write_jsonl(repo / 'a.jsonl', ALPACA * 2 + [{'instruction': 'say café', 'output': 'no'},
+                                                {'instruction': 'end it', 'output': 'no<|assistant_end|>'}])
+    out = prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/tiny_char', '--val_fraction=0.5').stdout
+    assert sum(map(int, re.findall(r'(\d+) with characters outside the base vocabulary', out))) == 2
+    train, _ = replies(repo / 'data' / 'instruct', 'train')
+    val, _ = replies(repo / 'data' / 'instruct', 'val')
+    assert sorted(train + val) == sorted(['k i n g', 'THE KING'] * 2)
