@@ -16,7 +16,7 @@ import runtime
 from chat_template import Chat, check_chat_tokenizer, from_record, read_records, split_system
 from data_io import read_meta
 from quantize import quantize as quantize_model
-from tokenizer import load_tokenizer
+from tokenizer import TextStream, load_tokenizer
 
 # -----------------------------------------------------------------------------
 init_from = 'resume' # 'resume' (out_dir's ckpt.pt, or an FSDP run's ckpt.dcp) or the out_dir of a run
@@ -47,9 +47,8 @@ model.eval()
 # the chat tokenizer: the dataset's the model was finetuned on, or the one named (a base model: grown to it)
 data_dir = os.path.join('data', dataset) if dataset else runtime.dataset_dir(checkpoint)
 tok = load_tokenizer(data_dir)
-meta = read_meta(data_dir) if data_dir else {}
-if dataset and meta.get('base_vocab_size', float('inf')) <= model.config.vocab_size < meta['vocab_size']:
-    model.grow_vocab(meta['vocab_size'])
+if dataset:
+    runtime.grow_vocab_for(model, read_meta(data_dir))
 if quantize and quantize != (checkpoint or {}).get('quantize'):
     quantize_model(model, quantize)
 check_chat_tokenizer(tok, f"the model of {out_dir if init_from == 'resume' else init_from}")
@@ -59,25 +58,23 @@ top_k = top_k or None
 
 
 def stream(chat, message, show=True, greedy=False):
-    """ The reply to message, printed as it comes (decoded as a whole, so a character split across tokens
-    shows once complete); Ctrl-C stops it. """
-    ids, shown = [], ''
+    """ The reply to message, printed as it comes when show; Ctrl-C stops it. """
+    text = TextStream(tok)
     replies = chat.reply(message, max_new_tokens, temperature, 1 if greedy else top_k)
     try:
         with rt.ctx:
             for idx in replies:
-                ids.append(idx)
-                text = tok.decode(ids) if show else None # the reply is decoded once at the end anyway
-                if text is not None and not text.endswith('\ufffd'):
-                    print(text[len(shown):], end='', flush=True)
-                    shown = text
+                if show:
+                    print(text.add(idx), end='', flush=True)
+                else:
+                    text.ids.append(idx) # decoded once at the end
     except KeyboardInterrupt:
         replies.close()
         if show:
-            print(' [stopped]', end='')
+            print(text.add(final=True) + ' [stopped]', end='')
     if show:
-        print(flush=True)
-    return tok.decode(ids)
+        print(text.add(final=True), flush=True)
+    return tok.decode(text.ids)
 
 
 def check_message(message):

@@ -365,6 +365,15 @@ def dataset_dir(checkpoint):
     return os.path.join('data', dataset) if dataset else None
 
 
+def grow_vocab_for(model, meta):
+    """ Instruction data (data/instruct/prepare.py) puts the chat's special tokens after the base vocabulary: a
+    model of that base vocabulary (or one padded beyond it) grows its embedding by surgery to take them, the base
+    ids keeping their meaning. A model of any other vocabulary is another dataset's, and is left as it is. """
+    if meta.get('base_vocab_size', float('inf')) <= model.config.vocab_size < meta['vocab_size']:
+        print(f"growing the model's vocab_size from {model.config.vocab_size} to {meta['vocab_size']} for the chat's special tokens")
+        model.grow_vocab(meta['vocab_size'])
+
+
 def load_model(init_from, out_dir='out', device='cpu', dropout=None, sharded=False):
     """ (model, checkpoint or None) for init_from: 'resume' (out_dir's checkpoint), the folder of another
     train.py run, one of OpenAI's GPT-2 sizes or a local Hugging Face GPT-2 directory. sharded: an FSDP run,

@@ -10,7 +10,7 @@ import torch
 
 import runtime
 from quantize import QUANTIZERS, quantize as quantize_model
-from tokenizer import load_tokenizer
+from tokenizer import TextStream, load_tokenizer
 
 # -----------------------------------------------------------------------------
 init_from = 'resume' # 'resume' (out_dir's ckpt.pt, or an FSDP run's ckpt.dcp), the out_dir of a run, a gpt2 variant (e.g. 'gpt2-xl') or a local Hugging Face GPT-2 directory
@@ -70,33 +70,13 @@ if len(start_ids) > block_size:
 x = (torch.tensor(start_ids, dtype=torch.long, device=rt.device)[None, ...])
 
 
-class Stream:
-    """ generate's callback: prints a sample's text as its tokens come. Each token shows what the text
-    decoded so far adds, less a trailing character that a later token may still complete (a BPE token
-    can end inside a multi-byte character), so that the streamed text is the final decode exactly. """
-
-    def __init__(self, ids):
-        self.ids, self.shown = list(ids), ''
-        self.show()
-
-    def __call__(self, idx_next):
-        self.ids.append(idx_next[0, 0].item())
-        self.show()
-
-    def show(self, final=False):
-        text = decode(self.ids)
-        text = text if final else text.rstrip('\ufffd')  # U+FFFD: what an incomplete character decodes to
-        print(text[len(self.shown):], end='\n' if final else '', flush=True)
-        self.shown = text
-
-
 # run generation, seeded here: building the model draws random numbers (its init) that must not change the samples
 torch.manual_seed(seed)
-with torch.no_grad():
-    with rt.ctx:
-        for k in range(num_samples):
-            stream = Stream(start_ids)
-            model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None,
-                           use_kv_cache=use_kv_cache, callback=stream)
-            stream.show(final=True)
-            print('---------------')
+with torch.no_grad(), rt.ctx:
+    for k in range(num_samples):
+        stream = TextStream(tok, start_ids) # the prompt shows first, then each token as it comes
+        print(stream.add(), end='', flush=True)
+        model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None, use_kv_cache=use_kv_cache,
+                       callback=lambda idx_next: print(stream.add(idx_next[0, 0].item()), end='', flush=True))
+        print(stream.add(final=True), flush=True)
+        print('---------------')

@@ -215,6 +215,22 @@ class BPETokenizer(Tokenizer):
         self.path = path
 
 
+class TextStream:
+    """ Text shown as its tokens come: add() returns what the decode of all the ids so far adds, less a trailing
+    character that a later token may still complete (a BPE token can end inside a multi-byte character), so
+    that the pieces add up to the final decode exactly. """
+
+    def __init__(self, tok, ids=()):
+        self.tok, self.ids, self.shown = tok, list(ids), ''
+
+    def add(self, *ids, final=False):
+        self.ids += ids
+        text = self.tok.decode(self.ids)
+        text = text if final else text.rstrip('\ufffd')  # U+FFFD: what an incomplete character decodes to
+        piece, self.shown = text[len(self.shown):], text
+        return piece
+
+
 def bpe_encoding(ranks, special_tokens, pattern=SPLIT_PATTERN, name='bpe'):
     import tiktoken
     return tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special_tokens)

@@ -208,12 +208,9 @@ if block_size < model.config.block_size:
 runtime.require(block_size == model.config.block_size,
                 f"block_size={block_size} is larger than the model's {model.config.block_size} ({init_from}): "
                 f"set --block_size={model.config.block_size} or less")
-# instruction data (data/instruct/prepare.py) adds special tokens after the base vocabulary: grow the model's
-# embedding by surgery (the ids of the base vocabulary keep their meaning; anything else is another dataset)
 meta = read_meta(data_dir)
-if init_from != 'resume' and meta.get('base_vocab_size', math.inf) <= model.config.vocab_size < meta['vocab_size']:
-    print(f"growing the model's vocab_size from {model.config.vocab_size} to {meta['vocab_size']} for the chat's special tokens")
-    model.grow_vocab(meta['vocab_size'])
+if init_from != 'resume': # on resume, the checkpoint has grown already
+    runtime.grow_vocab_for(model, meta)
 model_args = asdict(model.config) # what runtime.model_from_checkpoint needs to rebuild it
 if lora and init_from != 'resume': # on resume, the checkpoint rebuilt its adapters
     apply_lora(model, **lora)
