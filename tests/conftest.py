@@ -5,8 +5,10 @@ the files that can't be made here (GPT-2's BPE, the real tiny Shakespeare) are o
 (TIKTOKEN_CACHE_DIR, TINY_SHAKESPEARE) and their tests, marked `offline_files`, skip with a reason without."""
 
 import dataclasses
+import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('WANDB_MODE', 'offline')
 
-from data_io import gpt2_encoding, save_meta, write_tokens  # noqa: E402
+from data_io import gpt2_encoding, read_meta, save_meta, write_tokens  # noqa: E402
 
 
 def pytest_collection_modifyitems(items):
@@ -179,6 +181,7 @@ def save_checkpoint(out_dir, model, dataset='tiny_char', lora=None, nanogpt=Fals
 
 
 def load(path):
+    """ A checkpoint (or any torch.save'd file of tensors), read onto the CPU. """
     import torch
     return torch.load(path, map_location='cpu', weights_only=True)
 
@@ -194,6 +197,42 @@ def run_script(script, *args, cwd=None, check=True, env=None, timeout=600, **pop
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}\n--- stdout\n{p.stdout[-3000:]}\n--- stderr\n{p.stderr[-3000:]}")
     return p
+
+
+# the settings of a tiny CPU run of train.py on data/tiny_char (char_workdir's, make_char_dataset's)
+TINY_TRAIN = dict(dataset='tiny_char', n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4, device='cpu',
+                  dtype='float32', compile=False, eval_iters=2, log_interval=1, gradient_accumulation_steps=1,
+                  learning_rate='1e-2', decay_lr=False)
+
+
+def tiny_train_args(**changes):
+    """ TINY_TRAIN as train.py's --key=value arguments, with changes: a value replaces the setting's (in place) or
+    is added (at the end), None leaves the setting out (train.py's default). """
+    return [f'--{k}={v}' for k, v in {**TINY_TRAIN, **changes}.items() if v is not None]
+
+
+def run_train(cwd, *args, check=True, env=None, **popen):
+    """ train.py with args, as run_script runs it, on one thread: these models are too small to gain from two,
+    and runs that overlap don't oversubscribe the cores. """
+    return run_script('train.py', *args, cwd=cwd, check=check, env={'OMP_NUM_THREADS': '1', **(env or {})}, **popen)
+
+
+def copy_prepare(repo, name):
+    """ data/<name>/prepare.py and the repo's modules it may import (data_io, configurator, tokenizer,
+    chat_template) copied under repo, so the script, run with cwd=repo, writes its files there as it would in
+    data/<name>/. Returns that data folder. """
+    data_dir = repo / 'data' / name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for path in ('data_io.py', 'configurator.py', 'tokenizer.py', 'chat_template.py'):
+        shutil.copy(ROOT / path, repo / path)
+    shutil.copy(ROOT / 'data' / name / 'prepare.py', data_dir / 'prepare.py')
+    return data_dir
+
+
+def write_jsonl(path, records):
+    """ records written one JSON object a line; returns path. """
+    path.write_text(''.join(json.dumps(r) + '\n' for r in records))
+    return path
 
 
 def free_port():
@@ -252,3 +291,16 @@ def make_instruct_dataset(data_dir, base_dir, block_size=64):
     write_dataset(str(data_dir), load_tokenizer(str(base_dir)), {'train': spelling(words[3:] * 4),
                                                                  'val': spelling(words[:3] * 2)}, block_size)
     return data_dir
+
+
+def make_sft_workdir(workdir, block_size=64, model='sft'):
+    """ data/tiny_char, data/sft (make_instruct_dataset's over it, rows of block_size) and a random GPT of
+    block_size (n_layer=2, n_head=2, n_embd=32): with model='sft' out-sft/ckpt.pt, the instruction set's (grown)
+    vocabulary and dataset='sft'; with model='base' out-base/ckpt.pt, tiny_char's vocabulary and dataset, for
+    train.py to grow. Returns workdir. """
+    make_char_dataset(workdir / 'data' / 'tiny_char')
+    make_instruct_dataset(workdir / 'data' / 'sft', workdir / 'data' / 'tiny_char', block_size=block_size)
+    dataset = {'sft': 'sft', 'base': 'tiny_char'}[model]
+    save_checkpoint(workdir / f'out-{model}', tiny_gpt(block_size=block_size, vocab_size=read_meta(
+        workdir / 'data' / dataset)['vocab_size'], n_layer=2, n_head=2, n_embd=32), dataset=dataset)
+    return workdir

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from chat_template import BOUNDARY, Chat, render
-from conftest import (ROOT, error_line, make_char_dataset, make_instruct_dataset, run_script, save_checkpoint,
-                      tiny_gpt)
+from conftest import ROOT, error_line, make_sft_workdir, run_script, save_checkpoint, tiny_gpt
 from data_io import read_meta
 from tokenizer import load_tokenizer
 
@@ -24,12 +23,7 @@ from tokenizer import load_tokenizer
 @pytest.fixture
 def sft_workdir(tmp_path):
     """ data/tiny_char, data/sft (its instruction set) and out-sft: a random GPT of the grown vocabulary. """
-    make_char_dataset(tmp_path / 'data' / 'tiny_char')
-    make_instruct_dataset(tmp_path / 'data' / 'sft', tmp_path / 'data' / 'tiny_char')
-    model = tiny_gpt(block_size=64, vocab_size=read_meta(tmp_path / 'data' / 'sft')['vocab_size'], n_layer=2,
-                     n_head=2, n_embd=32)
-    save_checkpoint(tmp_path / 'out-sft', model, dataset='sft')
-    return tmp_path
+    return make_sft_workdir(tmp_path)
 
 
 def chat_of(workdir, block_size=64, system=''):

@@ -20,19 +20,8 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import ROOT, closed_port_url, run_script, tiny_text
+from conftest import closed_port_url, copy_prepare, run_script, tiny_text
 from data_io import MIN_SPLIT_TOKENS, load_meta, open_tokens, read_meta, write_char_dataset
-
-
-def copy_prepare(repo, name):
-    """ The repo's data_io.py, configurator.py and data/<name>/prepare.py copied under repo, so the script
-    writes its files there as it would in data/<name>/. Returns that data folder. """
-    data_dir = repo / 'data' / name
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for path in ('data_io.py', 'configurator.py', 'tokenizer.py'):
-        shutil.copy(ROOT / path, repo / path)
-    shutil.copy(ROOT / 'data' / name / 'prepare.py', data_dir / 'prepare.py')
-    return data_dir
 
 
 def prepare(data_dir, *args, check=True, env=None):

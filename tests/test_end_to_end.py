@@ -2,11 +2,8 @@
 iterations -> resume for a few more -> sample, and the resumed run's losses equal an uninterrupted run's."""
 
 import re
-import shutil
 
-import torch
-
-from conftest import ROOT, iter_losses, run_script, tiny_text
+from conftest import copy_prepare, iter_losses, load, run_script, tiny_text
 
 TRAIN = ['--dataset=shakespeare_char', '--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2',
          '--n_embd=32', '--block_size=32', '--batch_size=8', '--eval_interval=4', '--eval_iters=2',
@@ -15,11 +12,7 @@ TRAIN = ['--dataset=shakespeare_char', '--device=cpu', '--compile=False', '--n_l
 
 def test_prepare_train_resume_sample(tmp_path):
     # a user's checkout: the prepare script beside its input, the helpers it imports at the root
-    data_dir = tmp_path / 'data' / 'shakespeare_char'
-    data_dir.mkdir(parents=True)
-    for name in ('data_io.py', 'configurator.py'):
-        shutil.copy(ROOT / name, tmp_path / name)
-    shutil.copy(ROOT / 'data' / 'shakespeare_char' / 'prepare.py', data_dir)
+    data_dir = copy_prepare(tmp_path, 'shakespeare_char')
     text = tiny_text()
     (data_dir / 'input.txt').write_text(text)
     run_script(data_dir / 'prepare.py', cwd=tmp_path)
@@ -33,7 +26,7 @@ def test_prepare_train_resume_sample(tmp_path):
     assert after and after[-1] == list(losses)[-1]  # the resumed run goes on to where the straight one ended
     assert {k: again[k] for k in after} == {k: losses[k] for k in after}
     assert re.search(r'^step 8: train loss [\d.]+, val loss [\d.]+', resumed, re.M)
-    ckpt = torch.load(tmp_path / 'resumed' / 'ckpt.pt', weights_only=True)
+    ckpt = load(tmp_path / 'resumed' / 'ckpt.pt')
     assert ckpt['iter_num'] == 8 and ckpt['config']['dataset'] == 'shakespeare_char'
 
     out = run_script('sample.py', '--out_dir=resumed', '--device=cpu', '--num_samples=2', '--max_new_tokens=40',

@@ -23,12 +23,10 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, all_logits, error_line, free_port, make_char_dataset, run_script
+from conftest import ROOT, all_logits, error_line, free_port, make_char_dataset, run_script, run_train, tiny_train_args
 from runtime import checkpoint_path, load_checkpoint
 
-TINY = ['--dataset=tiny_char', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
-        '--device=cpu', '--dtype=float32', '--compile=False', '--eval_iters=2', '--log_interval=1',
-        '--learning_rate=1e-2', '--decay_lr=False', '--dropout=0.1']
+TINY = tiny_train_args(gradient_accumulation_steps=None, dropout=0.1)  # the runs set their own accumulation
 ACCUMULATE = ['--gradient_accumulation_steps=4', '--eval_interval=3']  # 2 micro-steps per rank on 2 ranks
 TOL = 1e-5  # fp32, FSDP against DDP or a single process: sums in another order may round differently
 
@@ -363,8 +361,7 @@ def test_hellaswag_ranks_run_as_many_forwards():
 
 
 def train(cwd, *args, env=None):
-    return run_script('train.py', *TINY, '--max_iters=2', *args, cwd=cwd, check=False,
-                      env={'OMP_NUM_THREADS': '1', **(env or {})})
+    return run_train(cwd, *TINY, '--max_iters=2', *args, check=False, env=env)
 
 
 def test_fsdp_without_torchrun(char_workdir):

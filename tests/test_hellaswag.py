@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 import hellaswag
-from conftest import ROOT, run_script, tiny_text
+from conftest import ROOT, run_script, tiny_text, write_jsonl
 from data_io import write_tokens
 from model import GPT, GPTConfig
 
@@ -107,11 +107,6 @@ def test_score_items_restores_training_mode(models):
     hellaswag.score_items(model, random_items(1, seed=4), nullcontext(), 'cpu')
     assert model.training
     model.eval()
-
-
-def write_jsonl(path, items):
-    path.write_text(''.join(json.dumps(item) + '\n' for item in items))
-    return path
 
 
 ITEM = dict(ind=0, activity_label='Cooking', ctx_a='A man pours flour into a bowl.', ctx_b='he',

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from chat_template import BOUNDARY, chat_tokenizer, conversation_starts, masked_targets, render
-from conftest import (make_char_dataset, make_instruct_dataset, run_script, save_checkpoint, step_bpb, step_losses,
-                      tiny_gpt, tiny_text)
+from conftest import (load, make_char_dataset, make_instruct_dataset, make_sft_workdir, run_script, step_bpb,
+                      step_losses, tiny_gpt, tiny_text)
 from data_io import read_meta
 from runtime import load_checkpoint
 from tokenizer import CharTokenizer, gpt2_tokenizer, load_tokenizer, train_bpe
@@ -107,11 +107,8 @@ def test_rows_start_at_conversations_and_never_run_into_the_next_without_the_bou
 
 
 def test_train_py_loss_is_the_masked_cross_entropy_of_a_grown_base_model(tmp_path):
-    make_char_dataset(tmp_path / 'data' / 'tiny_char')
-    model = tiny_gpt(block_size=32, vocab_size=read_meta(tmp_path / 'data' / 'tiny_char')['vocab_size'],
-                     n_layer=2, n_head=2, n_embd=32)
-    save_checkpoint(tmp_path / 'out-base', model)
-    data_dir = make_instruct_dataset(tmp_path / 'data' / 'sft', tmp_path / 'data' / 'tiny_char', block_size=32)
+    make_sft_workdir(tmp_path, block_size=32, model='base')
+    data_dir = tmp_path / 'data' / 'sft'
     p = run_script('train.py', '--dataset=sft', '--init_from=out-base', '--out_dir=out-sft', '--eval_only=True',
                    '--eval_iters=1', '--batch_size=3', '--block_size=32', '--device=cpu', '--dtype=float32',
                    '--compile=False', cwd=tmp_path)
@@ -138,16 +135,12 @@ def test_train_py_loss_is_the_masked_cross_entropy_of_a_grown_base_model(tmp_pat
 
 
 def test_train_py_finetunes_with_lora_and_resumes(tmp_path):
-    make_char_dataset(tmp_path / 'data' / 'tiny_char')
-    model = tiny_gpt(block_size=32, vocab_size=read_meta(tmp_path / 'data' / 'tiny_char')['vocab_size'],
-                     n_layer=2, n_head=2, n_embd=32)
-    save_checkpoint(tmp_path / 'out-base', model)
-    make_instruct_dataset(tmp_path / 'data' / 'sft', tmp_path / 'data' / 'tiny_char', block_size=32)
+    make_sft_workdir(tmp_path, block_size=32, model='base')
     args = ['--dataset=sft', '--out_dir=out-sft', '--eval_iters=1', '--batch_size=2', '--block_size=32',
             '--device=cpu', '--dtype=float32', '--compile=False', '--lora_rank=4', '--eval_interval=2',
             '--gradient_accumulation_steps=2', '--always_save_checkpoint=True', '--warmup_iters=0']
     run_script('train.py', '--init_from=out-base', '--max_iters=2', *args, cwd=tmp_path)
-    ckpt = torch.load(tmp_path / 'out-sft' / 'ckpt.pt', map_location='cpu', weights_only=True)
+    ckpt = load(tmp_path / 'out-sft' / 'ckpt.pt')
     grown = ckpt['model']['transformer.wte.weight']
     assert grown.shape[0] == read_meta(tmp_path / 'data' / 'sft')['vocab_size']
     # with LoRA the embedding trains too, so the new special tokens' rows move away from their shared start
@@ -165,7 +158,7 @@ def test_train_py_finetunes_a_local_hf_gpt2_on_gpt2_bpe_instructions(tmp_path, g
                    '--eval_interval=2', '--eval_iters=1', '--batch_size=2', '--block_size=32', '--device=cpu',
                    '--dtype=float32', '--compile=False', '--always_save_checkpoint=True', cwd=tmp_path)
     assert 'growing the model\'s vocab_size from 50257 to 50263' in p.stdout and 2 in step_losses(p.stdout)
-    ckpt = torch.load(tmp_path / 'out-sft' / 'ckpt.pt', map_location='cpu', weights_only=True)
+    ckpt = load(tmp_path / 'out-sft' / 'ckpt.pt')
     assert ckpt['model_args']['vocab_size'] == 50263
 
 
@@ -173,11 +166,8 @@ def test_train_py_finetunes_a_local_hf_gpt2_on_gpt2_bpe_instructions(tmp_path, g
 def test_torchrun_ddp_with_accumulation_on_instructions(tmp_path):
     import subprocess
     import sys
-    from conftest import ROOT, load
-    make_char_dataset(tmp_path / 'data' / 'tiny_char')
-    save_checkpoint(tmp_path / 'out-base', tiny_gpt(block_size=32, n_layer=2, n_head=2, n_embd=32,
-                    vocab_size=read_meta(tmp_path / 'data' / 'tiny_char')['vocab_size']))
-    make_instruct_dataset(tmp_path / 'data' / 'sft', tmp_path / 'data' / 'tiny_char', block_size=32)
+    from conftest import ROOT
+    make_sft_workdir(tmp_path, block_size=32, model='base')
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', str(ROOT / 'train.py'),
            '--dataset=sft', '--init_from=out-base', '--out_dir=out-sft', '--max_iters=4', '--eval_interval=4',
            '--eval_iters=1', '--batch_size=2', '--block_size=32', '--gradient_accumulation_steps=4', '--device=cpu',

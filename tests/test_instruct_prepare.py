@@ -6,12 +6,11 @@ skipped and counted, as are records with characters outside a character vocabula
 
 import json
 import re
-import shutil
 
 import numpy as np
 
 from chat_template import BOUNDARY
-from conftest import ROOT, error_line, make_char_dataset, run_script, tiny_text
+from conftest import copy_prepare, error_line, make_char_dataset, run_script, tiny_text, write_jsonl
 from data_io import read_meta
 from tokenizer import BPE_FILE, load_tokenizer, train_bpe
 
@@ -26,21 +25,13 @@ CHATS = [{'messages': [{'role': 'system', 'content': 'be brief'}, {'role': 'user
 def setup_repo(tmp_path):
     """ The script and what it imports copied under tmp_path (it writes to data/instruct/ beside itself),
     with a character dataset data/tiny_char to take the tokenizer from. """
-    for name in ('data_io.py', 'configurator.py', 'tokenizer.py', 'chat_template.py'):
-        shutil.copy(ROOT / name, tmp_path / name)
-    (tmp_path / 'data' / 'instruct').mkdir(parents=True)
-    shutil.copy(ROOT / 'data' / 'instruct' / 'prepare.py', tmp_path / 'data' / 'instruct' / 'prepare.py')
+    copy_prepare(tmp_path, 'instruct')
     make_char_dataset(tmp_path / 'data' / 'tiny_char', tiny_text() + '\n!')
     return tmp_path
 
 
 def prepare(repo, *args, check=True):
     return run_script(repo / 'data' / 'instruct' / 'prepare.py', *args, cwd=repo, check=check)
-
-
-def write_jsonl(path, records):
-    path.write_text(''.join(json.dumps(r) + '\n' for r in records))
-    return path
 
 
 def replies(data_dir, split):
@@ -114,10 +105,8 @@ def test_the_offline_demo_holds_its_eval_words_out_of_training(tmp_path):
     repo = setup_repo(tmp_path)
     letters = 'abcdefghijklmnopqrstuvwxyz'
     make_char_dataset(repo / 'data' / 'base', tiny_text() + f"\n{letters} {letters.upper()} - ")
-    (repo / 'data' / 'instruct_demo').mkdir()
-    shutil.copy(ROOT / 'data' / 'instruct_demo' / 'prepare.py', repo / 'data' / 'instruct_demo' / 'prepare.py')
-    run_script(repo / 'data' / 'instruct_demo' / 'prepare.py', '--base_dataset=base', '--heldout_words=4', cwd=repo)
-    data_dir = repo / 'data' / 'instruct_demo'
+    data_dir = copy_prepare(repo, 'instruct_demo')
+    run_script(data_dir / 'prepare.py', '--base_dataset=base', '--heldout_words=4', cwd=repo)
     held = [json.loads(line) for line in (data_dir / 'heldout.jsonl').read_text().splitlines()]
     assert len(held) == 4 * 5 and {r['task'] for r in held} == {'spell', 'reverse', 'uppercase', 'first', 'last'}
     spell = {r['messages'][0]['content'].split()[-1]: r['messages'][1]['content'] for r in held if r['task'] == 'spell'}
@@ -127,8 +116,8 @@ def test_the_offline_demo_holds_its_eval_words_out_of_training(tmp_path):
     val = tok.decode(np.fromfile(data_dir / 'val.bin', dtype=np.uint16).tolist())
     for word in spell:
         assert f"spell {word}<" in val and f" {word}<" not in train
-    error_line(run_script(repo / 'data' / 'instruct_demo' / 'prepare.py', '--base_dataset=tiny_char', cwd=repo,
-                          check=False), 'lacks the characters')
+    error_line(run_script(data_dir / 'prepare.py', '--base_dataset=tiny_char', cwd=repo, check=False),
+               'lacks the characters')
 
 
 def test_records_with_characters_outside_the_vocabulary_are_skipped_and_counted(tmp_path):

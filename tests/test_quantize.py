@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 import conftest
 from conftest import (all_logits, error_line, iter_losses, load, make_char_dataset, perturb_adapters, run_script,
-                      save_checkpoint, step_losses, train_in_two_halves, train_steps)
+                      run_train, save_checkpoint, step_losses, tiny_train_args, train_in_two_halves, train_steps)
 from model import Bigram, GPTConfig, LORA_TARGETS, apply_lora
 from quantize import NF4_BLOCK_SIZE, NF4Linear, dequantize, quantize
 
@@ -20,9 +20,7 @@ bnb = pytest.importorskip('bitsandbytes', reason="bitsandbytes is not installed 
 
 # the vocabulary of conftest's tiny text, so that sample.py can read the models
 CONFIG = dict(block_size=32, vocab_size=len(set(conftest.tiny_text())), n_layer=2, n_head=2, n_embd=64)
-TINY = ['--dataset=tiny_char', '--n_layer=2', '--n_head=2', '--n_embd=64', '--block_size=32', '--batch_size=4',
-        '--device=cpu', '--dtype=float32', '--compile=False', '--eval_iters=2', '--log_interval=1',
-        '--gradient_accumulation_steps=1', '--learning_rate=1e-2', '--decay_lr=False']
+TINY = tiny_train_args(n_embd=64)
 LORA = dict(rank=4, alpha=8.0, dropout=0.0, targets=LORA_TARGETS)
 
 
@@ -30,8 +28,8 @@ def tiny_gpt():
     return conftest.tiny_gpt(**CONFIG)
 
 
-def train(cwd, *args, check=True, env=None):
-    return run_script('train.py', *TINY, *args, cwd=cwd, check=check, env={'OMP_NUM_THREADS': '1', **(env or {})})
+def train(cwd, *args, **kw):
+    return run_train(cwd, *TINY, *args, **kw)
 
 
 def test_nf4_codes_dequantize_like_bitsandbytes_linear4bit():

@@ -19,24 +19,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (ROOT, error_line, iter_losses, load, make_char_dataset, run_script, step_losses, tiny_text,
-                      to_original_nanogpt, train_in_two_halves)
+from conftest import (ROOT, error_line, iter_losses, load, make_char_dataset, run_train, step_losses, tiny_text,
+                      tiny_train_args, to_original_nanogpt, train_in_two_halves)
 from data_io import read_meta, write_tokens
 from model import GPTConfig
 from runtime import model_from_checkpoint
 
-TINY = ['--dataset=tiny_char', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4',
-        '--device=cpu', '--dtype=float32', '--compile=False', '--eval_iters=2', '--log_interval=1',
-        '--gradient_accumulation_steps=1', '--learning_rate=1e-2', '--decay_lr=False']
+TINY = tiny_train_args()
+TINY_PRETRAINED = tiny_train_args(n_layer=None, n_head=None, n_embd=None)
 
 
-def train(cwd, *args, check=True, env=None, **popen):
+def train(cwd, *args, **kw):
     """ train.py on TINY; a pretrained init_from brings its own architecture, so TINY's is left out. """
     pretrained = any(a.startswith('--init_from=') and 'hf_gpt2' in a for a in args)
-    tiny = [a for a in TINY if not (pretrained and a.startswith(('--n_layer', '--n_head', '--n_embd')))]
-    # one thread: these models are too small to gain from two, and runs that overlap don't oversubscribe the cores
-    return run_script('train.py', *tiny, *args, cwd=cwd, check=check, env={'OMP_NUM_THREADS': '1', **(env or {})},
-                      **popen)
+    return run_train(cwd, *(TINY_PRETRAINED if pretrained else TINY), *args, **kw)
 
 
 @pytest.fixture(scope='module')
