@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import conftest
-from conftest import all_logits, perturb_adapters, train_steps
+from conftest import all_logits, load, perturb_adapters, train_steps
 from model import GPTConfig, LORA_TARGETS, Bigram, LoRALinear, apply_lora, merge_lora
 from runtime import model_from_checkpoint
 
@@ -95,7 +95,7 @@ def test_checkpoint_round_trip(tmp_path, prefix):
     perturb_adapters(model)
     torch.save({'model': {prefix + k: v for k, v in model.state_dict().items()},
                 'model_args': dataclasses.asdict(model.config), 'lora': lora}, tmp_path / 'ckpt.pt')
-    ckpt = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    ckpt = load(tmp_path / 'ckpt.pt')
     loaded = model_from_checkpoint(ckpt).eval()
     sd, sd_loaded = model.state_dict(), loaded.state_dict()
     assert sd.keys() == sd_loaded.keys()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import model as model_py
-from conftest import ROOT, closed_port_url, error_line, make_char_dataset, perturb_adapters, run_script, save_checkpoint, tiny_text
+from conftest import ROOT, closed_port_url, error_line, load, make_char_dataset, perturb_adapters, run_script, save_checkpoint, tiny_text
 from data_io import load_meta, write_tokens
 from model import GPT, GPTConfig, apply_lora, build_model
 from quantize import quantize
@@ -123,7 +123,7 @@ def test_checkpoint_written_by_train_py(tmp_path, dataset, request):
                '--n_embd=16', '--gradient_accumulation_steps=1', '--warmup_iters=0', cwd=tmp_path)
     p = sample('--out_dir=out', '--num_samples=2', '--max_new_tokens=10', '--seed=2',
                    '--top_k=20', start, cwd=tmp_path)
-    checkpoint = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    checkpoint = load(tmp_path / 'out' / 'ckpt.pt')
     model = model_from_checkpoint(checkpoint).eval()
     assert model.config.vocab_size == (meta['vocab_size'] if dataset == 'tiny_char' else 50304)
     expected = reference(model, encode(prompt), decode, 2, 2, 10, 0.8, 20)  # (a padding id here: KeyError)

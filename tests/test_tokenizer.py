@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (closed_port_url, error_line, make_char_dataset, run_script, save_checkpoint, step_bpb,
+from conftest import (closed_port_url, error_line, load, make_char_dataset, run_script, save_checkpoint, step_bpb,
                       step_losses, tiny_gpt, tiny_text)
 from data_io import save_meta, write_splits, write_tokens
 from runtime import model_from_checkpoint
@@ -177,7 +177,7 @@ def single_window_val(data_dir, ids):
 def hand_bpb(out_dir, val, n_bytes):
     """ Bits per byte of the checkpoint's model on the one window: summed nats of its 16 targets, in bits, over
     the bytes of the text those targets stand for. """
-    model = model_from_checkpoint(torch.load(os.path.join(out_dir, 'ckpt.pt'), weights_only=True)).eval()
+    model = model_from_checkpoint(load(os.path.join(out_dir, 'ckpt.pt'))).eval()
     x, y = torch.tensor([val[:-1]]), torch.tensor([val[1:]])
     with torch.no_grad():
         logits, _ = model(x, y)
