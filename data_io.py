@@ -29,6 +29,12 @@ def token_dtype(vocab_size):
     return np.uint16 if vocab_size <= 2 ** 16 else np.uint32
 
 
+def with_dtype(meta, vocab_size):
+    """ meta plus the 'dtype' of the token files when it is not uint16, the one open_tokens assumes without it. """
+    dtype = token_dtype(vocab_size)
+    return meta if dtype == np.uint16 else {**meta, 'dtype': np.dtype(dtype).name}
+
+
 class _PlainUnpickler(pickle.Unpickler):
     """ Builds dicts, lists, strings and numbers only: a meta.pkl can't run code on load. """
 
@@ -202,13 +208,10 @@ def check_split_sizes(sizes, source):
 def write_splits(data_dir, splits, vocab_size, meta=None):
     """ Write {split: ids} as data_dir/<split>.bin in the dtype the vocabulary needs, and meta.pkl when
     given (with 'dtype' added unless uint16, so open_tokens reads the files back right). """
-    dtype = token_dtype(vocab_size)
     for split, ids in splits.items():
-        write_tokens(os.path.join(data_dir, f"{split}.bin"), ids, dtype)
+        write_tokens(os.path.join(data_dir, f"{split}.bin"), ids, token_dtype(vocab_size))
     if meta is not None:
-        if dtype != np.uint16:
-            meta = {**meta, 'dtype': np.dtype(dtype).name}
-        save_meta(os.path.join(data_dir, 'meta.pkl'), meta)
+        save_meta(os.path.join(data_dir, 'meta.pkl'), with_dtype(meta, vocab_size))
 
 
 def write_char_dataset(data_dir, text, source):

@@ -16,7 +16,7 @@ import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from data_io import atomic_open, check_split_sizes, hub_reachable, save_meta, token_dtype, write_documents  # noqa: E402
+from data_io import atomic_open, check_split_sizes, hub_reachable, save_meta, with_dtype, write_documents  # noqa: E402
 from tokenizer import BPE_FILE, check_vocab_size, train_bpe  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -87,9 +87,7 @@ try:
         check_split_sizes({'train': n_train, 'val': n_val}, f"dataset {dataset!r}")
     if tokenizer == 'bpe':
         tok.save(bpe_path)
-        dtype = token_dtype(tok.vocab_size)
-        save_meta(meta_path, {'vocab_size': tok.vocab_size, 'tokenizer': 'bpe',
-                              **({'dtype': dtype.__name__} if dtype.__name__ != 'uint16' else {})})
+        save_meta(meta_path, with_dtype({'vocab_size': tok.vocab_size, 'tokenizer': 'bpe'}, tok.vocab_size))
     else:  # a BPE prepared here before would claim these GPT-2 tokens as its own
         for path in (bpe_path, meta_path):
             if os.path.exists(path):
