@@ -197,6 +197,13 @@ def gpt2_encoding():
                       "folder holding tiktoken's cached files") from None
 
 
+def out_dataset_dir(name):
+    """ data/<name>/, the folder a prepare.py writes; a ValueError when name is a path, not a folder name. """
+    if os.sep in name or name in ('', '.', '..'):
+        raise ValueError(f"out_dataset={name!r} must be a folder name (it goes under data/), not a path")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', name)
+
+
 def check_split_sizes(sizes, source):
     """ sizes: {split: number of tokens}. ValueError unless each split holds one block (MIN_SPLIT_TOKENS). """
     for split, n in sizes.items():
