@@ -15,6 +15,7 @@ import io
 import os
 import pickle
 import socket
+import time
 import urllib.request
 from urllib.parse import urlparse
 
@@ -27,6 +28,12 @@ MIN_SPLIT_TOKENS = 1024 + 1
 
 def token_dtype(vocab_size):
     return np.uint16 if vocab_size <= 2 ** 16 else np.uint32
+
+
+def with_dtype(meta, vocab_size):
+    """ meta plus the 'dtype' of the token files when it is not uint16, the one open_tokens assumes without it. """
+    dtype = token_dtype(vocab_size)
+    return meta if dtype == np.uint16 else {**meta, 'dtype': np.dtype(dtype).name}
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -191,6 +198,24 @@ def gpt2_encoding():
                       "folder holding tiktoken's cached files") from None
 
 
+def best_of(fn, repeats):
+    """ (the best wall seconds of `repeats` runs of fn(), the last run's result): the machine's hiccups only
+    ever add time, so the fastest run is the one to compare. """
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+def out_dataset_dir(name):
+    """ data/<name>/, the folder a prepare.py writes; a ValueError when name is a path, not a folder name. """
+    if os.sep in name or name in ('', '.', '..'):
+        raise ValueError(f"out_dataset={name!r} must be a folder name (it goes under data/), not a path")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', name)
+
+
 def check_split_sizes(sizes, source):
     """ sizes: {split: number of tokens}. ValueError unless each split holds one block (MIN_SPLIT_TOKENS). """
     for split, n in sizes.items():
@@ -202,13 +227,10 @@ def check_split_sizes(sizes, source):
 def write_splits(data_dir, splits, vocab_size, meta=None):
     """ Write {split: ids} as data_dir/<split>.bin in the dtype the vocabulary needs, and meta.pkl when
     given (with 'dtype' added unless uint16, so open_tokens reads the files back right). """
-    dtype = token_dtype(vocab_size)
     for split, ids in splits.items():
-        write_tokens(os.path.join(data_dir, f"{split}.bin"), ids, dtype)
+        write_tokens(os.path.join(data_dir, f"{split}.bin"), ids, token_dtype(vocab_size))
     if meta is not None:
-        if dtype != np.uint16:
-            meta = {**meta, 'dtype': np.dtype(dtype).name}
-        save_meta(os.path.join(data_dir, 'meta.pkl'), meta)
+        save_meta(os.path.join(data_dir, 'meta.pkl'), with_dtype(meta, vocab_size))
 
 
 def write_char_dataset(data_dir, text, source):

@@ -45,20 +45,40 @@ def bitsandbytes():
     return bitsandbytes
 
 
-class NF4Linear(nn.Module):
+class QuantizedLinear(nn.Module):
+    """ What the quantized swaps of an nn.Linear share: its shape, a frozen bias, and the way back to a plain
+    nn.Linear. A subclass keeps the weight in buffers and reconstructs it in dequantized_weight(). """
+
+    def __init__(self, linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().to(torch.float32, copy=True),
+                                                                  requires_grad=False)
+
+    def dequantized(self):
+        """ The plain nn.Linear computing the same function (up to rounding). """
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=self.weight.device)
+        with torch.no_grad():
+            linear.weight.copy_(self.dequantized_weight())
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class NF4Linear(QuantizedLinear):
     """ A frozen nn.Linear stored as NF4: `weight` holds two 4-bit codes per byte, `absmax` one scale per
     block. Plain buffers, so state_dict, load_state_dict, .to(device) and torch.load(weights_only) just work. """
 
     def __init__(self, linear):
-        super().__init__()
-        bnb = bitsandbytes()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        packed, state = bnb.functional.quantize_4bit(linear.weight.detach().float(), blocksize=NF4_BLOCK_SIZE,
-                                                     quant_type='nf4')
+        super().__init__(linear)
+        packed, state = bitsandbytes().functional.quantize_4bit(linear.weight.detach().float(),
+                                                                blocksize=NF4_BLOCK_SIZE, quant_type='nf4')
         self.register_buffer('weight', packed)  # (out * in / 2, 1) uint8
         self.register_buffer('absmax', state.absmax)  # (out * in / 64,) fp32
         self.register_buffer('code', state.code, persistent=False)  # the 16 NF4 values, fixed
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
 
     def quant_state(self):
         bnb = bitsandbytes()
@@ -74,31 +94,24 @@ class NF4Linear(nn.Module):
         # matmul_4bit dequantizes in forward and again in backward: no full-precision weight is kept
         return bitsandbytes().matmul_4bit(x, self.weight.t(), self.quant_state(), bias=self.bias)
 
-    def dequantized(self):
-        """ The plain nn.Linear computing the same function (up to rounding). """
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=self.absmax.device)
-        with torch.no_grad():
-            linear.weight.copy_(self.dequantized_weight())
-            if self.bias is not None:
-                linear.bias.copy_(self.bias)
-        return linear
 
-
-class Int8Linear(nn.Module):
+class Int8Linear(QuantizedLinear):
     """ y = (x @ W_int8^T) * scales + bias, W_int8 rounded from W / scales with one scale per output row
     (symmetric, absmax / 127). The matmul is aten's _weight_int8pack_mm: it reads the int8 weights,
     a quarter of fp32's bytes, and computes in bf16; elsewhere it runs on a dequantized copy. """
 
     def __init__(self, linear):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        super().__init__(linear)
         w = linear.weight.detach().float()
         # the kernel takes its scales in the activations' dtype: round them to bf16 first, then the
         # weights against the rounded scales, so that the bf16 scales are not one more error
         scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).to(torch.bfloat16)
         self.register_buffer('weight', torch.round(w / scales.float()[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer('scales', scales)  # (out_features,)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    def dequantized_weight(self):
+        """ The (out, in) fp32 weight the int8 codes stand for (the kernel's bf16 rounding aside). """
+        return self.weight.float() * self.scales.float()[:, None]
 
     def forward(self, x):
         kind = x.device.type  # the output in the dtype nn.Linear's would have: autocast's, else the input's
@@ -110,18 +123,6 @@ class Int8Linear(nn.Module):
             y = F.linear(x2, self.weight.to(x2.dtype)) * self.scales
         y = y.view(*x.shape[:-1], self.out_features).to(dtype)  # (..., out_features)
         return y if self.bias is None else y + self.bias.to(dtype)
-
-    def dequantized(self):
-        """ The plain nn.Linear computing the same function (up to the kernel's bf16 rounding). """
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=self.weight.device)
-        with torch.no_grad():
-            linear.weight.copy_(self.weight.float() * self.scales.float()[:, None])
-            if self.bias is not None:
-                linear.bias.copy_(self.bias)
-        return linear
-
-    def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 @functools.cache
@@ -169,6 +170,6 @@ def dequantize(model):
     """ Swap every quantized module back for a plain nn.Linear (for merging adapters, exporting). """
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, tuple(QUANTIZERS.values())):
+            if isinstance(child, QuantizedLinear):
                 setattr(module, child_name, child.dequantized())
     return model

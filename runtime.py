@@ -234,6 +234,12 @@ def load_checkpoint(path, device='cpu', dropout=None, sharded=False):
                          f"({type(e).__name__}: {first_line(e)}); restore a copy or train a new one") from None
 
 
+def checkpoint_write_error(out_dir, e):
+    """ The one-line error of a save (ckpt.pt or an FSDP run's ckpt.dcp) that failed with e. """
+    return OSError(f"could not write the checkpoint to {out_dir} ({first_line(e)}); the previous checkpoint "
+                   f"there, if any, is intact: free some space or pick another --out_dir")
+
+
 def save_checkpoint(checkpoint, out_dir):
     """ out_dir/ckpt.pt, atomically: written and fsynced under a temporary name, then renamed over the old
     one, so a full disk or a crash mid-save leaves the previous checkpoint as it was. """
@@ -242,8 +248,7 @@ def save_checkpoint(checkpoint, out_dir):
         with atomic_open(path) as f:
             torch.save(checkpoint, f)
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
-        raise OSError(f"could not write the checkpoint to {out_dir} ({first_line(e)}); the previous checkpoint "
-                      f"there, if any, is intact: free some space or pick another --out_dir") from None
+        raise checkpoint_write_error(out_dir, e) from None
     for older in (SHARDED, SHARDED + '.old'):  # an FSDP run's, which this run resumed: out_dir keeps the newest only
         shutil.rmtree(os.path.join(out_dir, older), ignore_errors=True)
 
@@ -285,8 +290,7 @@ def save_sharded_checkpoint(checkpoint, model, optimizer, out_dir):
             e = next(iter(e.failures.values()))[0]
         if rank0:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(f"could not write the checkpoint to {out_dir} ({first_line(e)}); the previous checkpoint "
-                      f"there, if any, is intact: free some space or pick another --out_dir") from None
+        raise checkpoint_write_error(out_dir, e) from None
 
 
 def read_sharded_checkpoint(path, with_state=True):

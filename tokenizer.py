@@ -258,19 +258,19 @@ def load_bpe(path):
     return BPETokenizer(enc, 'bpe', path)
 
 
-def check_vocab_size(vocab_size, special_tokens=SPECIAL_TOKENS):
-    """ ValueError unless a byte-level BPE of vocab_size tokens has room for the 256 bytes and special_tokens. """
-    least = 256 + len(special_tokens)
+def check_vocab_size(vocab_size):
+    """ ValueError unless a byte-level BPE of vocab_size tokens has room for the 256 bytes and SPECIAL_TOKENS. """
+    least = 256 + len(SPECIAL_TOKENS)
     if vocab_size < least:
         raise ValueError(f"vocab_size={vocab_size} is too small: a byte-level BPE holds the 256 bytes and its "
-                         f"{len(special_tokens)} special tokens, so use at least {least}")
+                         f"{len(SPECIAL_TOKENS)} special tokens, so use at least {least}")
 
 
-def train_bpe(texts, vocab_size, special_tokens=SPECIAL_TOKENS):
+def train_bpe(texts, vocab_size):
     """ A byte-level BPE of vocab_size tokens trained on the strings of the iterable texts: the 256 bytes,
-    vocab_size - 256 - len(special_tokens) merges, then the special tokens. A text with fewer distinct pairs
+    vocab_size - 256 - len(SPECIAL_TOKENS) merges, then the special tokens. A text with fewer distinct pairs
     to merge gives a smaller vocabulary (say so to the user: vocab_size tells). """
-    check_vocab_size(vocab_size, special_tokens)
+    check_vocab_size(vocab_size)
     try:
         import rustbpe
     except ImportError:
@@ -283,11 +283,11 @@ def train_bpe(texts, vocab_size, special_tokens=SPECIAL_TOKENS):
             n_chars += len(text)
             yield text
     trainer = rustbpe.Tokenizer()
-    trainer.train_from_iterator(counted(texts), vocab_size - len(special_tokens), pattern=SPLIT_PATTERN)
+    trainer.train_from_iterator(counted(texts), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
     if n_chars == 0:
         raise ValueError("there is no text to train the BPE on (the corpus is empty): give it some text")
     ranks = {bytes(token): rank for token, rank in trainer.get_mergeable_ranks()}
-    return BPETokenizer(bpe_encoding(ranks, {name: len(ranks) + i for i, name in enumerate(special_tokens)}), 'bpe')
+    return BPETokenizer(bpe_encoding(ranks, {name: len(ranks) + i for i, name in enumerate(SPECIAL_TOKENS)}), 'bpe')
 
 
 def gpt2_tokenizer():

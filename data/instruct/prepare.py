@@ -21,7 +21,7 @@ import numpy as np
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
 from chat_template import from_record, read_records, write_dataset  # noqa: E402
-from data_io import hub_reachable  # noqa: E402
+from data_io import hub_reachable, out_dataset_dir  # noqa: E402
 from tokenizer import BPE_FILE, load_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -59,8 +59,7 @@ try:
     if bool(data_files) == bool(dataset):
         raise ValueError("give the records with --data_files=<file.jsonl> (local JSON/JSONL) or --dataset=<hub name>, "
                          "one of the two")
-    if os.sep in out_dataset or out_dataset in ('', '.', '..'):
-        raise ValueError(f"out_dataset={out_dataset!r} must be a folder name (it goes under data/), not a path")
+    data_dir = out_dataset_dir(out_dataset)
     if block_size < 8:
         raise ValueError(f"block_size must be at least 8, got {block_size}")
     if not 0 < val_fraction < 1:
@@ -83,7 +82,6 @@ try:
         raise ValueError(f"{len(convs)} conversation(s) found: train and val need at least one each, give more records")
     order = np.random.default_rng(seed).permutation(len(convs))
     n_val = max(1, int(len(convs) * val_fraction))
-    data_dir = os.path.join(_ROOT, 'data', out_dataset)
     stats = write_dataset(data_dir, base, {'train': [convs[i] for i in order[n_val:]],
                                            'val': [convs[i] for i in order[:n_val]]}, block_size)
 except (OSError, ValueError) as e:

@@ -16,7 +16,8 @@ import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from data_io import atomic_open, check_split_sizes, hub_reachable, save_meta, token_dtype, write_documents  # noqa: E402
+from data_io import (atomic_open, check_split_sizes, hub_reachable, out_dataset_dir, save_meta, with_dtype,  # noqa: E402
+                     write_documents)
 from tokenizer import BPE_FILE, check_vocab_size, train_bpe  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -42,11 +43,10 @@ if data_files and '://' not in data_files and not glob.glob(data_files, recursiv
 if not out_dataset and (dataset, tokenizer) != ('openwebtext', 'gpt2'):
     sys.exit(f"error: name the folder for dataset {dataset!r} with --out_dataset=<name> (it writes data/<name>/, "
              f"then train with --dataset=<name>): data/openwebtext is kept for the hub's OpenWebText in GPT-2's BPE")
-if os.sep in out_dataset or out_dataset in ('.', '..'):
-    sys.exit(f"error: out_dataset={out_dataset!r} must be a folder name (it goes under data/), not a path")
 if tokenizer not in ('gpt2', 'bpe'):
     sys.exit(f"error: unknown tokenizer {tokenizer!r}: use gpt2 or bpe")
 try:
+    data_dir = out_dataset_dir(out_dataset or 'openwebtext')
     check_vocab_size(vocab_size)
 except ValueError as e:
     sys.exit(f"error: {e}")
@@ -68,7 +68,6 @@ if len(ds) == 0:
 if text_column not in ds.column_names:
     sys.exit(f"error: dataset {dataset!r} has no column {text_column!r} (it has {ds.column_names}); set --text_column")
 
-data_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), out_dataset or 'openwebtext')
 bpe_path, meta_path = os.path.join(data_dir, BPE_FILE), os.path.join(data_dir, 'meta.pkl')
 try:
     split = ds.train_test_split(test_size=val_size, seed=seed, shuffle=True)
@@ -87,9 +86,7 @@ try:
         check_split_sizes({'train': n_train, 'val': n_val}, f"dataset {dataset!r}")
     if tokenizer == 'bpe':
         tok.save(bpe_path)
-        dtype = token_dtype(tok.vocab_size)
-        save_meta(meta_path, {'vocab_size': tok.vocab_size, 'tokenizer': 'bpe',
-                              **({'dtype': dtype.__name__} if dtype.__name__ != 'uint16' else {})})
+        save_meta(meta_path, with_dtype({'vocab_size': tok.vocab_size, 'tokenizer': 'bpe'}, tok.vocab_size))
     else:  # a BPE prepared here before would claim these GPT-2 tokens as its own
         for path in (bpe_path, meta_path):
             if os.path.exists(path):

@@ -13,7 +13,6 @@ import os
 import resource
 import sys
 import sysconfig
-import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
@@ -31,7 +30,7 @@ import rustbpe  # noqa: E402
 import tiktoken  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
-from data_io import gpt2_encoding  # noqa: E402
+from data_io import best_of, gpt2_encoding  # noqa: E402
 
 if source:
     with open(source, encoding='utf-8') as f:
@@ -55,16 +54,6 @@ print(f"{mb:.1f} MB of text in {len(docs):,} documents ({source or 'the standard
       f"{os.cpu_count()} cores")
 
 
-def best(fn):
-    """ (best wall seconds of `repeats` runs, the last run's result) """
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
-
-
 def train_hf():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior='isolated'),
@@ -83,7 +72,7 @@ def train_rustbpe():
 
 
 def in_child(train, queue):
-    seconds, result = best(train)
+    seconds, result = best_of(train, repeats)
     queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, result))
 
 
@@ -116,7 +105,7 @@ rates = {}
 for name, encode in [('tiktoken GPT-2', lambda: gpt2.encode_ordinary_batch(docs, num_threads=os.cpu_count())),
                      ('tiktoken, rustbpe merges', lambda: trained.encode_ordinary_batch(docs, num_threads=os.cpu_count())),
                      ('tokenizers (HF), its merges', lambda: [e.ids for e in hf_tok.encode_batch(docs)])]:
-    seconds, ids = best(encode)
+    seconds, ids = best_of(encode, repeats)
     rates[name] = mb / seconds
     n_tokens = sum(map(len, ids))
     print(f"encode {name:28}: {seconds:6.2f} s, {mb / seconds:6.2f} MB/s, {n_tokens / (mb * 1e6):.3f} tokens/byte")

@@ -12,7 +12,7 @@ import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from data_io import check_split_sizes, download, gpt2_encoding, read_text, write_splits  # noqa: E402
+from data_io import best_of, check_split_sizes, download, gpt2_encoding, read_text, write_splits  # noqa: E402
 from tokenizer import BPE_FILE, train_bpe  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -24,12 +24,7 @@ exec(open(os.path.join(_ROOT, 'configurator.py')).read()) # overrides from comma
 
 def encode_speed(encode, text, repeats=3):
     """ MB/s of encode(text), the best of repeats runs. """
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        encode(text)
-        times.append(time.perf_counter() - t0)
-    return len(text.encode('utf-8')) / 1e6 / min(times)
+    return len(text.encode('utf-8')) / 1e6 / best_of(lambda: encode(text), repeats)[0]
 
 
 data_dir = os.path.dirname(os.path.abspath(__file__))
