@@ -26,7 +26,7 @@ import torch
 import runtime
 from data_io import open_tokens, read_meta
 from model import GPT, GPT2_SIZES, LORA_TARGETS, GPTConfig, apply_lora
-from quantize import QUANTIZERS, quantize as quantize_model
+from quantize import check_quantize, quantize as quantize_model
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train' (the training step), 'compile' (eager vs compiled step), 'generate' (with vs without the KV cache) or 'memory' (finetuning peak memory)
@@ -71,7 +71,7 @@ runtime.require(min(batch_size, block_size, burnin_iters + 1, timed_iters, promp
                 "batch_size, block_size, timed_iters, prompt_len and gen_tokens must be > 0, burnin_iters >= 0")
 runtime.require(mode != 'generate' or (prompt_len < block_size and gen_tokens > 1),
                 f"generate mode times decode steps after the prompt: prompt_len={prompt_len} must be < block_size={block_size} and gen_tokens > 1")
-runtime.require(quantize in ('', *QUANTIZERS), f"unknown quantize '{quantize}': use '' (none) or {', '.join(QUANTIZERS)}")
+check_quantize(quantize)
 rt = runtime.setup(device, dtype, seed)
 device, device_type, dtype, ctx = rt.device, rt.device_type, rt.dtype, rt.ctx
 sync = torch.cuda.synchronize if device_type == 'cuda' else lambda: None # timings must wait for the GPU

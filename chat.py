@@ -15,7 +15,7 @@ from collections import Counter
 import runtime
 from chat_template import Chat, check_chat_tokenizer, from_record, read_records, split_system
 from data_io import read_meta
-from quantize import quantize as quantize_model
+from quantize import check_quantize, quantize as quantize_model
 from tokenizer import TextStream, load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -40,6 +40,7 @@ runtime.require(max_new_tokens > 0, f"max_new_tokens must be > 0, got {max_new_t
 runtime.require(top_k >= 0, f"top_k must be >= 0 (0 keeps all tokens, 1 is greedy), got {top_k}")
 runtime.require(temperature > 0, f"temperature must be > 0, got {temperature}; use --top_k=1 for greedy replies")
 runtime.require(not (prompt and eval_file), "give --prompt or --eval_file, not both")
+check_quantize(quantize)
 
 rt = runtime.setup(device, dtype, seed)
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device, dropout=0.0)

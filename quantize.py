@@ -140,6 +140,12 @@ def int8_kernel_works(device):
 QUANTIZERS = {'int8': Int8Linear, 'nf4': NF4Linear}  # name -> the module that replaces an nn.Linear
 
 
+def check_quantize(quantize):
+    """ The scripts' check of their quantize setting, before a model is loaded: a one-line ValueError. """
+    if quantize not in ('', *QUANTIZERS):
+        raise ValueError(f"unknown quantize '{quantize}': use '' (none) or {', '.join(QUANTIZERS)}")
+
+
 def quantize(model, name):
     """ Swap the Blocks' Linear layers (the bases of LoRA adapters, where there are some) for `name`'s
     quantized modules, in place; returns the model. """

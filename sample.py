@@ -9,7 +9,7 @@ import os
 import torch
 
 import runtime
-from quantize import QUANTIZERS, quantize as quantize_model
+from quantize import check_quantize, quantize as quantize_model
 from tokenizer import TextStream, load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -33,7 +33,7 @@ runtime.errors_as_one_line()
 runtime.require(max_new_tokens > 0, f"max_new_tokens must be > 0, got {max_new_tokens}")
 runtime.require(num_samples > 0, f"num_samples must be > 0, got {num_samples}")
 runtime.require(top_k >= 0, f"top_k must be >= 0 (0 keeps all tokens), got {top_k}")
-runtime.require(quantize in ('', *QUANTIZERS), f"unknown quantize '{quantize}': use '' (none) or {', '.join(QUANTIZERS)}")
+check_quantize(quantize)
 if start.startswith('FILE:'):
     with open(start[5:], 'r', encoding='utf-8') as f:
         start = f.read()
@@ -68,7 +68,6 @@ if len(start_ids) > block_size:
     print(f"note: the prompt has {len(start_ids)} tokens, more than block_size={block_size}: keeping the last {block_size}")
     start_ids = start_ids[-block_size:]
 x = (torch.tensor(start_ids, dtype=torch.long, device=rt.device)[None, ...])
-
 
 # run generation, seeded here: building the model draws random numbers (its init) that must not change the samples
 torch.manual_seed(seed)

@@ -4,7 +4,7 @@ conversation's start; --prompt answers once (the greedy reply of an in-process C
 driven through stdin, answers each line and ends at EOF; a message the tokenizer can't encode (a special token's
 name on a character vocabulary) is refused in one line and the chat goes on; Ctrl-C stops a reply and the chat goes
 on; --eval_file scores exact match, a record's system message taken by its role even when empty (no system block,
-as in training); a checkpoint without a chat template is a one-line error."""
+as in training); a checkpoint without a chat template, or an unknown --quantize, is a one-line error."""
 
 import json
 import signal
@@ -68,6 +68,9 @@ def test_prompt_answers_once_and_refuses_a_base_model(sft_workdir):
         sft_workdir / 'data' / 'tiny_char')['vocab_size'], n_layer=1, n_head=2, n_embd=16), dataset='tiny_char')
     p = run_script('chat.py', '--out_dir=out-base', '--prompt=hi', '--device=cpu', cwd=sft_workdir, check=False)
     error_line(p, 'has no chat template')
+    # a bad setting is refused before any model is read
+    p = run_script('chat.py', '--out_dir=nowhere', '--quantize=int4', cwd=sft_workdir, check=False)
+    error_line(p, "unknown quantize 'int4': use '' (none) or int8, nf4")
     # read through the instruction set's tokenizer, the base model is grown and answers
     run_script('chat.py', '--out_dir=out-base', '--dataset=sft', '--prompt=hi', '--max_new_tokens=3', '--device=cpu',
                cwd=sft_workdir)
