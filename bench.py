@@ -3,7 +3,7 @@ A much shorter version of train.py for benchmarking.
 mode='train': the training step alone, burn-in then timed: ms/iter, tokens/s and MFU (or a torch.profiler trace).
 mode='compile': the same training step eager and compiled, timed in alternating blocks: both ms/iter and their ratio.
 mode='generate': generation tokens/s of a random-weight model with and without the KV cache, and their ratio; the
-  decode step's ms/token against the weight-streaming floor; with --quantize=int8 (or nf4) also the quantized model, and the ratio.
+  decode step's ms/token against the weight-streaming floor (on a CPU with the weights packed, as sample.py runs them); with --quantize=int8 (or nf4) also the quantized model, and the ratio.
 mode='memory': peak memory and time of one finetuning step (gpt2-xl shape, random weights, batch 1 x 256 unless set)
 for full finetuning, LoRA and QLoRA (LoRA on a 4-bit NF4 base), with and without gradient checkpointing: each in a
 fresh process, peak RSS on the CPU (max_memory_allocated on CUDA); rows that can't fit are skipped, estimated first.
@@ -26,7 +26,7 @@ import torch
 import runtime
 from data_io import open_tokens, read_meta
 from model import GPT, GPT2_SIZES, LORA_TARGETS, GPTConfig, apply_lora
-from quantize import check_quantize, quantize as quantize_model
+from quantize import PackedLinear, check_quantize, quantize as quantize_model
 
 # -----------------------------------------------------------------------------
 mode = 'train' # 'train' (the training step), 'compile' (eager vs compiled step), 'generate' (with vs without the KV cache) or 'memory' (finetuning peak memory)
@@ -121,6 +121,11 @@ if mode == 'generate':
             print(f"{name}:")
         if compile:
             model.compile() # in place, so that generate's calls to self() run compiled
+        else: # as sample.py runs it: on a CPU, the plain weights in oneDNN's layout (quantize.PackedLinear)
+            runtime.pack_for_cpu(model, rt)
+            packed = sum(isinstance(m, PackedLinear) for m in model.modules())
+            if packed:
+                print(f"{packed} Linear layers packed for oneDNN")
         results = {}
         with ctx:
             for use_kv_cache in (True, False):

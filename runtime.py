@@ -19,7 +19,7 @@ import torch
 
 from data_io import atomic_open, hub_reachable
 from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
-from quantize import quantize
+from quantize import pack, quantize
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
@@ -93,6 +93,16 @@ def setup(device, dtype, seed=None):
     # fp32 runs without autocast; bf16/fp16 autocast keeps fp32 weights and runs matmuls in half precision
     ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
     return SimpleNamespace(device=device, device_type=device_type, dtype=dtype, ptdtype=ptdtype, ctx=ctx)
+
+
+def pack_for_cpu(model, rt):
+    """ Inference on a CPU in fp32, or bf16 where the CPU has it natively: the model's plain Linear weights
+    packed for oneDNN in place (quantize.pack), decoding and prefill about twice as fast; elsewhere the
+    model as it is. Returns the model. """
+    if rt.device_type == 'cpu' and torch.backends.mkldnn.is_available() and (
+            rt.ptdtype == torch.float32 or (rt.ptdtype == torch.bfloat16 and cpu_has_native_bf16())):
+        pack(model, rt.ptdtype)
+    return model
 
 
 def grad_scaler(rt, sharded=False):

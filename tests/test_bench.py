@@ -86,6 +86,7 @@ def test_generate_mode(tmp_path):
     p = run_script('bench.py', *ARGS, '--mode=generate', '--vocab_size=64', '--prompt_len=8', '--gen_tokens=30',
                    cwd=tmp_path)
     assert "greedy tokens with and without the cache: identical" in p.stdout
+    assert re.search(r"^9 Linear layers packed for oneDNN$", p.stdout, re.M)  # 2 x 4 and the lm_head, as sample.py runs
     with_cache = float(re.search(r"^with KV cache: ([\d.]+) tokens/s", p.stdout, re.M)[1])
     without = float(re.search(r"^without KV cache: ([\d.]+) tokens/s", p.stdout, re.M)[1])
     ratio = float(re.search(r"^KV cache speedup: ([\d.]+)x$", p.stdout, re.M)[1])

@@ -7,6 +7,7 @@ on; --eval_file scores exact match, a record's system message taken by its role 
 as in training); a checkpoint without a chat template, or an unknown --quantize, is a one-line error."""
 
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -104,6 +105,11 @@ def ctrl_c_session(cwd):
                              '--device=cpu', '--top_k=0', '--temperature=2.0'], cwd=cwd, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     seen = ''
+    def read_char():  # one character of the output; a chat that prints nothing for a minute fails the test
+        if not select.select([proc.stdout], [], [], 60)[0]:
+            proc.kill()
+            pytest.fail(f"chat.py printed nothing for 60 s; its output so far ends: {seen[-300:]!r}")
+        return proc.stdout.read(1)
     for message in ('spell the', 'say it'):
         reply = ''
         while len(reply) < 20:  # a reply that ends first (the prompt comes back) can't be stopped: ask again
@@ -111,11 +117,13 @@ def ctrl_c_session(cwd):
             proc.stdin.flush()
             start = len(seen)
             while 'assistant: ' not in seen[start:] or not (len(reply) >= 20 or '\nuser: ' in reply):
-                seen += proc.stdout.read(1)
+                char = read_char()
+                assert char, f"chat.py ended before its reply; its output ends: {seen[-300:]!r}, {proc.stderr.read()[-300:]!r}"
+                seen += char
                 reply = seen[start:].split('assistant: ', 1)[-1] if 'assistant: ' in seen[start:] else ''
         proc.send_signal(signal.SIGINT)
         while '[stopped]' not in seen[start:]:
-            char = proc.stdout.read(1)
+            char = read_char()
             if not char:  # the chat ended: the Ctrl-C came after the reply's own end
                 proc.wait()
                 return None
