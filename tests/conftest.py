@@ -126,6 +126,15 @@ def all_logits(model, idx):
         return model(idx, idx)[0]
 
 
+def greedy_pair(model, reference, prompt_len, new_tokens, vocab_size=71):
+    """ Greedy tokens of model with the KV cache and of reference recomputing the whole context, from the same
+    batch-2 prompt of prompt_len tokens (seeded by prompt_len). """
+    import torch
+    prompt = torch.randint(0, vocab_size, (2, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
+    return (model.generate(prompt, new_tokens, top_k=1, use_kv_cache=True),
+            reference.generate(prompt, new_tokens, top_k=1, use_kv_cache=False))
+
+
 def perturb_adapters(model, std=0.1):
     """ What training does to LoRA's B, which starts at zero (so that LoRA starts as the base model). """
     import torch

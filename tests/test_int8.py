@@ -105,9 +105,7 @@ def test_int8_logits_and_loss_stay_close_to_fp32():
 def test_int8_greedy_with_cache_equals_int8_recompute(prompt_len, new_tokens):
     """ Batch 2, past block_size (32), one-token and longer prompts. """
     model = quantize(trained_gpt(steps=50)[0], 'int8')
-    prompt = torch.randint(0, 71, (2, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
-    reference = model.generate(prompt, new_tokens, top_k=1, use_kv_cache=False)
-    assert torch.equal(model.generate(prompt, new_tokens, top_k=1, use_kv_cache=True), reference)
+    assert torch.equal(*conftest.greedy_pair(model, model, prompt_len, new_tokens))
 
 
 def test_lora_model_quantizes_its_base_and_keeps_the_adapters():

@@ -65,9 +65,7 @@ def test_packed_greedy_with_cache_equals_plain_recompute(prompt_len, new_tokens)
     """ Batch 2, past block_size (32), one-token and longer prompts. """
     plain = tiny_gpt()
     packed = pack(copy.deepcopy(plain), torch.float32)
-    prompt = torch.randint(0, 71, (2, prompt_len), generator=torch.Generator().manual_seed(prompt_len))
-    reference = plain.generate(prompt, new_tokens, top_k=1, use_kv_cache=False)
-    assert torch.equal(packed.generate(prompt, new_tokens, top_k=1, use_kv_cache=True), reference)
+    assert torch.equal(*conftest.greedy_pair(packed, plain, prompt_len, new_tokens))
 
 
 def test_lora_model_packs_its_base_and_keeps_the_adapters():
