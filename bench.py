@@ -115,7 +115,7 @@ if mode == 'generate':
     models = {dtype: model}
     if quantize:
         models[quantize] = quantize_model(copy.deepcopy(model), quantize)
-    decode_ms = {}
+    prefills = {}
     for name, model in models.items():
         if quantize:
             print(f"{name}:")
@@ -140,32 +140,41 @@ if mode == 'generate':
                 dt = time.time() - t0
                 results[use_kv_cache] = (y, gen_tokens / dt, times[0] - t0)
                 print(f"{'with' if use_kv_cache else 'without'} KV cache: {gen_tokens / dt:.1f} tokens/s ({dt*1000/gen_tokens:.2f}ms/token)")
-        (y_kv, tps_kv, prefill), (y_full, tps_full, _) = results[True], results[False]
+        (y_kv, tps_kv, prefills[name]), (y_full, tps_full, _) = results[True], results[False]
         diff = (y_kv != y_full).nonzero()
         same = "identical" if len(diff) == 0 else f"DIFFERENT, first at new token {diff[0, 1].item() - prompt_len}"
         print(f"greedy tokens with and without the cache: {same}")
         print(f"KV cache speedup: {tps_kv / tps_full:.2f}x")
-        # decode steps feed one token to the cache; once the window slides past block_size each step is a prefill
-        steps = min(gen_tokens - 1, block_size - prompt_len)
-        # the floor and the decode steps in alternating rounds, so that the machine's drift falls on both
-        # alike; medians (of passes, of steps, of rounds), as the VM's hiccups only ever add time
-        floors, decodes = [], []
-        for _ in range(3):
-            floor_ms, nbytes = weight_streaming_floor(model)
+    # decode steps feed one token to the cache; once the window slides past block_size each step is a prefill
+    steps = min(gen_tokens - 1, block_size - prompt_len)
+    # the floor and the decode steps in alternating rounds, every model's in each, so that the machine's drift
+    # falls on all alike (one model's rounds after the other's moved their ratio by a third on our noisy VM);
+    # medians (of passes, of steps, of rounds), as the VM's hiccups only ever add time
+    rounds = 5
+    if quantize:
+        print(f"floor and decode, {rounds} rounds alternating {' and '.join(models)}:")
+    floors, decodes, nbytes = {name: [] for name in models}, {name: [] for name in models}, {}
+    for _ in range(rounds):
+        for name, model in models.items():
+            floor_ms, nbytes[name] = weight_streaming_floor(model)
             at = [] # when each token is there: the first after the prefill, then one per decode step
             with ctx:
                 model.generate(x, steps + 1, top_k=1, callback=lambda _: (sync(), at.append(time.time())))
-            floors.append(floor_ms)
-            decodes.append(np.median(np.diff(at)) * 1000)
-        floor_ms, decode_ms[name] = float(np.median(floors)), float(np.median(decodes))
-        print(f"prefill: {prompt_len} tokens in {prefill*1000:.1f}ms")
-        print(f"weight-streaming floor: {floor_ms:.2f}ms per token ({nbytes/1e6:.2f} MB of weights, {nbytes/floor_ms/1e6:.1f} GB/s)")
+            floors[name].append(floor_ms)
+            decodes[name].append(np.median(np.diff(at)) * 1000)
+    decode_ms = {}
+    for name, model in models.items():
+        if quantize:
+            print(f"{name}:")
+        floor_ms, decode_ms[name], weight_bytes = float(np.median(floors[name])), float(np.median(decodes[name])), nbytes[name]
+        print(f"prefill: {prompt_len} tokens in {prefills[name]*1000:.1f}ms")
+        print(f"weight-streaming floor: {floor_ms:.2f}ms per token ({weight_bytes/1e6:.2f} MB of weights, {weight_bytes/floor_ms/1e6:.1f} GB/s)")
         # what attention reads on top of the weights, not in the floor: the keys and values of the positions so far
         cache = model.new_kv_cache(1)
         kv_bytes = 2 * sum(k[:, :, 0].nbytes for k in cache.k) * (prompt_len + (steps + 1) / 2) # per position, times the average length
-        print(f"KV cache read per decode step: {kv_bytes/1e6:.2f} MB on average, {kv_bytes/nbytes*100:.1f}% of the weights' bytes")
+        print(f"KV cache read per decode step: {kv_bytes/1e6:.2f} MB on average, {kv_bytes/weight_bytes*100:.1f}% of the weights' bytes")
         # a decode step must read both from memory: at the floor's GB/s no decode beats this share of the floor
-        must_read_ms = floor_ms * (1 + kv_bytes / nbytes)
+        must_read_ms = floor_ms * (1 + kv_bytes / weight_bytes)
         print(f"weights + KV cache at the floor's speed: {must_read_ms:.2f}ms per token, "
               f"{floor_ms/must_read_ms*100:.0f}% of the weight-streaming floor at best")
         print(f"decode: {decode_ms[name]:.2f} ms/token, {floor_ms/decode_ms[name]*100:.0f}% of the weight-streaming floor "

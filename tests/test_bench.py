@@ -4,7 +4,7 @@ summary's tokens/s and MFU follow from its ms/iter), the profiler trace, the eag
 the generation benchmark (KV cache and full recompute give the same greedy tokens; the ratio printed is
 the ratio of the rates; the weight-streaming floor counts the model's weight bytes, the KV cache line the
 keys and values read, and the decode line's share is the ratio of the two times; with --quantize=int8 the
-int8 model too, and the ratio of the speeds)."""
+int8 model too, timed in rounds alternating with the fp32 one, and the ratio of the speeds)."""
 
 import json
 import math
@@ -109,14 +109,16 @@ def test_generate_mode(tmp_path):
 
 def test_generate_mode_with_int8(tmp_path):
     """ --quantize=int8 runs the fp32 model, then the int8 one (their greedy tokens each with and without the
-    cache identical), and prints the ratio of their decode speeds. """
+    cache identical), then the floors and decode steps of both in alternating rounds, and prints each model's
+    lines and the ratio of their decode speeds. """
     p = run_script('bench.py', *ARGS, '--mode=generate', '--vocab_size=64', '--prompt_len=8', '--gen_tokens=30',
                    '--quantize=int8', cwd=tmp_path)
     sections = re.split(r"^(float32|int8):$", p.stdout, flags=re.M)
-    assert sections[1::2] == ['float32', 'int8']
-    assert all("greedy tokens with and without the cache: identical" in text for text in sections[2::2])
-    ms = [float(re.search(r"^decode: ([\d.]+) ms/token", text, re.M)[1]) for text in sections[2::2]]
-    mb = [float(re.search(r"\(([\d.]+) MB of weights", text)[1]) for text in sections[2::2]]
+    assert sections[1::2] == ['float32', 'int8', 'float32', 'int8']
+    assert sections[4].endswith("floor and decode, 5 rounds alternating float32 and int8:\n")
+    assert all("greedy tokens with and without the cache: identical" in text for text in sections[2:5:2])
+    ms = [float(re.search(r"^decode: ([\d.]+) ms/token", text, re.M)[1]) for text in sections[6::2]]
+    mb = [float(re.search(r"\(([\d.]+) MB of weights", text)[1]) for text in sections[6::2]]
     assert mb[1] < mb[0] / 3  # int8 weights and one bf16 scale per row, against fp32
     ratio = float(re.search(r"^int8/fp32 decode speed: ([\d.]+)x$", p.stdout, re.M)[1])
     assert math.isclose(ratio, ms[0] / ms[1], rel_tol=0.05, abs_tol=0.01)
