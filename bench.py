@@ -148,8 +148,8 @@ if mode == 'generate':
     # decode steps feed one token to the cache; once the window slides past block_size each step is a prefill
     steps = min(gen_tokens - 1, block_size - prompt_len)
     # the floor and the decode steps in alternating rounds, every model's in each, so that the machine's drift
-    # falls on all alike (one model's rounds after the other's moved their ratio by a third on our noisy VM);
-    # medians (of passes, of steps, of rounds), as the VM's hiccups only ever add time
+    # falls on all alike, not on one model's rounds; medians (of passes, of steps, of rounds), as the VM's
+    # hiccups only ever add time
     rounds = 5
     if quantize:
         print(f"floor and decode, {rounds} rounds alternating {' and '.join(models)}:")
