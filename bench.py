@@ -128,9 +128,14 @@ if mode == 'generate':
                 print(f"{packed} Linear layers packed for oneDNN")
         results = {}
         with ctx:
+            # the untimed warm-up meets every input length the timed run will, for none to be met there the first
+            # time: oneDNN sets a kernel up for each new length (the packed weights), compiling makes a graph. Without
+            # the cache each step feeds the whole context, prompt_len, prompt_len + 1, ... up to block_size, where the
+            # window slides; with it the prompt, then one token a step until the window slides past block_size, and
+            # from there block_size tokens each step. The first block_size - prompt_len + 2 tokens meet them all
+            warm_up_tokens = min(gen_tokens, block_size - prompt_len + 2)
             for use_kv_cache in (True, False):
-                # warm-up; compiling needs every shape the timed run will meet (the window slides past block_size)
-                model.generate(x, gen_tokens if compile else min(gen_tokens, 4), top_k=1, use_kv_cache=use_kv_cache)
+                model.generate(x, warm_up_tokens, top_k=1, use_kv_cache=use_kv_cache)
                 sync()
                 t0 = time.time()
                 times = [] # when each token is there
@@ -170,7 +175,8 @@ if mode == 'generate':
         print(f"prefill: {prompt_len} tokens in {prefills[name]*1000:.1f}ms")
         print(f"weight-streaming floor: {floor_ms:.2f}ms per token ({weight_bytes/1e6:.2f} MB of weights, {weight_bytes/floor_ms/1e6:.1f} GB/s)")
         # what attention reads on top of the weights, not in the floor: the keys and values of the positions so far
-        cache = model.new_kv_cache(1)
+        with ctx:  # in autocast's dtype, as generate's: outside it a bf16 or fp16 cache would count as fp32
+            cache = model.new_kv_cache(1)
         kv_bytes = 2 * sum(k[:, :, 0].nbytes for k in cache.k) * (prompt_len + (steps + 1) / 2) # per position, times the average length
         print(f"KV cache read per decode step: {kv_bytes/1e6:.2f} MB on average, {kv_bytes/weight_bytes*100:.1f}% of the weights' bytes")
         # a decode step must read both from memory: at the floor's GB/s no decode beats this share of the floor

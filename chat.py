@@ -10,10 +10,10 @@ $ python chat.py --out_dir=out-instruct-demo --eval_file=data/instruct_demo/held
 as train.py grows it): the base model's score before finetuning.
 """
 import os
-from collections import Counter
+from collections import Counter, deque
 
 import runtime
-from chat_template import Chat, check_chat_tokenizer, from_record, read_records, split_system
+from chat_template import Chat, check_chat_tokenizer, from_record, naming_record, read_records, split_system
 from data_io import read_meta
 from quantize import check_quantize, quantize as quantize_model
 from tokenizer import TextStream, load_tokenizer
@@ -90,22 +90,35 @@ def check_message(message):
     return None
 
 
+def eval_case(record):
+    """ (a Chat holding the record's earlier turns, its last user message, the reply expected, its task); a
+    ValueError for a bad record: its shape, characters outside the vocabulary, a system message too long. """
+    sys_msg, turns = split_system(from_record(record))
+    chat = Chat(model, tok, sys_msg)
+    for user, reply in zip(turns[:-2:2], turns[1:-2:2]):
+        chat.add_turn(user['content'], reply['content'])
+    problem = check_message(turns[-2]['content'])  # here, not from inside the reply
+    runtime.require(not problem, problem)
+    return chat, turns[-2]['content'], turns[-1]['content'], str(record.get('task', 'all'))
+
+
 if eval_file:
-    # exact match: each record's earlier turns are given, its last reply is generated greedily
+    # exact match: each record's earlier turns are given, its last reply is generated greedily; every record is
+    # checked before the first reply, so that a bad one stops the run at once, not after the replies before it
+    cases = deque()
+    for n, record in enumerate(read_records(eval_file), 1):
+        with naming_record(n, eval_file):
+            cases.append(eval_case(record))
+    runtime.require(cases, f"{eval_file} has no records")
     counts, correct, misses = Counter(), Counter(), []
-    for record in read_records(eval_file):
-        sys_msg, turns = split_system(from_record(record))
-        chat = Chat(model, tok, sys_msg)
-        for user, reply in zip(turns[:-2:2], turns[1:-2:2]):
-            chat.add_turn(user['content'], reply['content'])
-        answer = stream(chat, turns[-2]['content'], show=False, greedy=True)
-        task = str(record.get('task', 'all'))
+    while cases:  # popped, so that each chat's KV cache goes once its reply is scored
+        chat, message, expected, task = cases.popleft()
+        answer = stream(chat, message, show=False, greedy=True)
         counts[task] += 1
-        if answer == turns[-1]['content']:
+        if answer == expected:
             correct[task] += 1
         elif len(misses) < 3:
-            misses.append(f"  {turns[-2]['content']!r}: {answer!r} (expected {turns[-1]['content']!r})")
-    runtime.require(counts, f"{eval_file} has no records")
+            misses.append(f"  {message!r}: {answer!r} (expected {expected!r})")
     for task in sorted(counts) if len(counts) > 1 else []:
         print(f"{task}: {correct[task]}/{counts[task]} = {100 * correct[task] / counts[task]:.1f}%")
     n, k = sum(counts.values()), sum(correct.values())

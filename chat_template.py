@@ -15,6 +15,7 @@ tokenizer.SPECIAL_TOKENS: a trained BPE reserves them, GPT-2's BPE and character
 """
 import json
 import os
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -56,6 +57,16 @@ def read_records(path):
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path} line {n} is not JSON ({e.msg}): fix or remove that line") from None
     return records
+
+
+@contextmanager
+def naming_record(n, where):
+    """ A ValueError about one record raised inside, prefixed with which it is: record n of where (a file, a
+    dataset), as data/instruct/prepare.py and chat.py's --eval_file both report a bad record. """
+    try:
+        yield
+    except ValueError as e:
+        raise ValueError(f"record {n} of {where}: {e}; fix or remove it") from None
 
 
 def from_record(record):
@@ -199,14 +210,25 @@ class Chat:
     """ One conversation with a model, its KV cache kept across turns: each turn feeds only its own tokens
     (the previous reply's end token, the user's message, <|assistant_start|>), never the earlier turns again.
     When the context would pass block_size, the oldest turns are dropped (the system message is kept) until
-    half the context is free, and what is left is prefilled once more. """
+    half of what the system message leaves is free, the current turn's oldest tokens too if it alone is longer,
+    and what is left is prefilled once more: the model always sees the end of the current turn. The system
+    message may take at most half the context (ValueError), so that the turns have the other half. """
 
     def __init__(self, model, tok, system=''):
         self.model, self.tok = model, tok
         self.block_size = model.config.block_size
         self.end = tok.special_id('<|assistant_end|>')
-        self.kv_cache = model.new_kv_cache(1)
         self.head = head_ids(tok, system)
+        limit = self.block_size // 2
+        if len(self.head) > limit:
+            raise ValueError(f"the system message takes {len(self.head)} tokens (its text, its two markers and "
+                             f"the {BOUNDARY} that opens the conversation), more than the {limit} allowed: half the "
+                             f"model's context of {self.block_size} tokens, the other half kept for the conversation; "
+                             f"shorten it")
+        self.device = next(model.parameters()).device
+        # made by the first reply, under the caller's autocast: the cache then has the keys' dtype (bf16 under bf16
+        # autocast: half the memory and reads of an fp32 one), as generate's has
+        self.kv_cache = None
         self.turns = []  # ids of each turn so far (the user's message and the reply), after head
         self.cached = []  # the ids whose keys and values are in kv_cache (kv_cache.pos of them)
         self.pending = list(self.head)  # ids of the conversation not fed to the model yet
@@ -215,14 +237,15 @@ class Chat:
         return self.head + [i for turn in self.turns for i in turn]
 
     def _crop(self):
-        # drop whole turns from the start (keep the last one, the reply being written), then if that one
-        # alone is too long, its oldest tokens
-        while len(self.turns) > 1 and len(self.context()) > self.block_size // 2:
+        # the turns keep half the room the head leaves (at least a quarter of the context, the head taking at most
+        # half), the other half free for the reply to grow into before the next crop: drop whole turns from the
+        # start (keep the last one, the reply being written), then if that one alone is too long, its oldest tokens,
+        # in place, so that context() stays what the model sees
+        keep = max((self.block_size - len(self.head)) // 2, 1)
+        while len(self.turns) > 1 and sum(map(len, self.turns)) > keep:
             self.turns.pop(0)
-        ids = self.context()
-        if len(ids) > self.block_size // 2:
-            ids = self.head + ids[len(ids) - self.block_size // 2 + len(self.head):]
-        self.kv_cache.pos, self.cached, self.pending = 0, [], ids
+        del self.turns[-1][:max(len(self.turns[-1]) - keep, 0)]
+        self.kv_cache.pos, self.cached, self.pending = 0, [], self.context()
 
     def reply(self, message, max_new_tokens, temperature=1.0, top_k=None):
         """ Yield the reply's token ids to message as they come (top_k=1: greedy), up to <|assistant_end|>. """
@@ -231,13 +254,14 @@ class Chat:
         turn = prompt_ids(self.tok, message)
         self.turns.append(turn)
         self.pending += turn
-        device = self.kv_cache.k[0].device
+        if self.kv_cache is None:
+            self.kv_cache = self.model.new_kv_cache(1)
         try:
             for _ in range(max_new_tokens):
                 if len(self.cached) + len(self.pending) > self.block_size:
                     self._crop()
                 with torch.no_grad():
-                    logits, _ = self.model(torch.tensor([self.pending], device=device), kv_cache=self.kv_cache)
+                    logits, _ = self.model(torch.tensor([self.pending], device=self.device), kv_cache=self.kv_cache)
                 self.cached.extend(self.pending)
                 self.pending = []
                 idx = sample_next(logits[:, -1, :].float(), temperature, top_k).item()

@@ -67,14 +67,18 @@ def _configure(scope):
                 fail(f"config file '{arg}' not found")
             config = dict(scope)  # a config file may read the settings it doesn't change
             try:
-                exec(builtins.compile(open(arg).read(), arg, 'exec'), config)
+                source = open(arg).read()
+                exec(builtins.compile(source, arg, 'exec'), config)
             except Exception as e:
                 fail(f"{arg}: {type(e).__name__}: {e}")
+            # the names the file assigns at its top level, even to a setting's default value
+            assigned = set()
+            for node in ast.parse(source).body:
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    assigned |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
             for key, value in config.items():
-                if key.startswith('_') or not isinstance(value, (bool, int, float, str)):
-                    continue  # imports, helpers and the like
-                if key in settings and value is scope[key]:
-                    continue  # not set by the file
+                if key.startswith('_') or key not in assigned or not isinstance(value, (bool, int, float, str)):
+                    continue  # imports, helpers and the settings the file only reads
                 overrides[key] = checked(key, value, arg)
         else:
             key, eq, raw = arg[2:].partition('=')

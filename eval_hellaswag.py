@@ -10,6 +10,7 @@ import time
 import data_io
 import hellaswag
 import runtime
+from tokenizer import load_tokenizer
 
 # -----------------------------------------------------------------------------
 init_from = 'gpt2' # 'resume' (out_dir/ckpt.pt), the folder of a train.py run, a gpt2 variant (e.g. 'gpt2-xl') or a local Hugging Face GPT-2 directory
@@ -35,8 +36,9 @@ rt = runtime.setup(device, dtype, seed)
 items = hellaswag.load_items(data_file or hellaswag.download_val(data_dir))
 items = hellaswag.tokenize_items(items[:max_items or None], data_io.gpt2_encoding())
 
-model, _ = runtime.load_model(init_from, out_dir, rt.device)
-hellaswag.check_model(model)
+model, checkpoint = runtime.load_model(init_from, out_dir, rt.device)
+data_dir = runtime.dataset_dir(checkpoint) # a train.py run's dataset: its tokenizer must be GPT-2's
+hellaswag.check_model(model, load_tokenizer(data_dir) if data_dir and os.path.isdir(data_dir) else None)
 model.to(rt.device).eval()
 if compile:
     model.compile() # in place: score_items calls the module itself

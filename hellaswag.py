@@ -81,11 +81,15 @@ def tokenize_items(items, enc):
     return tokenized
 
 
-def check_model(model):
-    """ A one-line ValueError for a model that can't score GPT-2 tokens. """
+def check_model(model, tokenizer=None):
+    """ A one-line ValueError for a model that can't score GPT-2 tokens. tokenizer: its dataset's, where known
+    (tokenizer.py), as a model of another tokenizer may well have a vocabulary as large as GPT-2's. """
+    if tokenizer is not None and tokenizer.kind != 'gpt2':
+        raise ValueError(f"the model reads {tokenizer.describe()} tokens; HellaSwag is scored in GPT-2's BPE "
+                         f"tokens: use a model trained on GPT-2 BPE data, or a GPT-2")
     if model.config.vocab_size < GPT2_VOCAB:
         raise ValueError(f"the model's vocab_size is {model.config.vocab_size}, HellaSwag is scored in GPT-2's "
-                         f"{GPT2_VOCAB} BPE tokens: a character-level model can't be scored; use a GPT-2 BPE one")
+                         f"{GPT2_VOCAB} BPE tokens: a model of another tokenizer can't be scored; use a GPT-2 BPE one")
 
 
 def render(item, block_size, device):

@@ -178,8 +178,10 @@ class LanguageModel(nn.Module):
     """ What GPT and Bigram share: parameter counting, the optimizer, MFU and generation. """
 
     def get_num_params(self, non_embedding=True):
-        """ The number of parameters, tied weights once (GPT leaves out its position embeddings). """
-        return sum(p.numel() for p in self.parameters())
+        """ The number of parameters, tied weights once (GPT leaves out its position embeddings). A quantized
+        or packed Linear (quantize.py) keeps its weight in a buffer: it counts as in x out parameters all the same. """
+        swapped = sum(m.in_features * m.out_features for m in self.modules() if hasattr(m, 'dequantized_weight'))
+        return sum(p.numel() for p in self.parameters()) + swapped
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, verbose=True):
         # trainable parameters only (LoRA freezes the base), each tensor once (tied weights)
@@ -208,8 +210,8 @@ class LanguageModel(nn.Module):
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
         """ Model FLOPs utilization: achieved FLOP/s over peak_flops (runtime.peak_flops gives the device's);
-        None when the peak is unknown. """
-        if peak_flops is None:
+        None when the peak is unknown, or the model has no matmuls to count. """
+        if peak_flops is None or self.flops_per_token() is None:
             return None
         return self.flops_per_token() * self.config.block_size * fwdbwd_per_iter / dt / peak_flops
 
@@ -445,6 +447,9 @@ class Bigram(LanguageModel):
 
     def crop_block_size(self, block_size):
         self.config.block_size = block_size  # a bigram has no context to crop
+
+    def flops_per_token(self):
+        return None  # a table lookup, no matmul: 6N would count a (V, V) product it never does
 
 
 def build_model(config):

@@ -8,8 +8,9 @@ in fp32 (or bf16), in oneDNN's layout, for a faster kernel (runtime.pack_for_cpu
 
 'int8': for inference. Decoding one token reads every weight once, so fewer bytes per weight is what makes it
 faster: int8 weights, one scale per output row, multiplied by aten's _weight_int8pack_mm (a quarter of fp32's
-bytes). The lm_head, the largest matrix at GPT-2's vocabulary, is quantized too; its float weight stays the
-token embedding (wte), which a lookup reads one row at a time, so the tying of the two is undone.
+bytes) where in_features is a multiple of 16 (INT8_KERNEL_K says why), else dequantized. The lm_head, the
+largest matrix at GPT-2's vocabulary, is quantized too; its float weight stays the token embedding (wte), which a
+lookup reads one row at a time, so the tying of the two is undone.
 $ python sample.py --quantize=int8
 $ python bench.py --mode=generate --device=cpu --dtype=float32 --quantize=int8
 
@@ -97,10 +98,20 @@ class NF4Linear(QuantizedLinear):
         return bitsandbytes().matmul_4bit(x, self.weight.t(), self.quant_state(), bias=self.bias)
 
 
+# aten's AVX-512 CPU kernel steps through in_features 16 at a time, with no loop for a remainder, by loads that
+# need 32-byte aligned bf16 rows (16-byte int8 ones): at other in_features it reads past each row and returns
+# garbage or segfaults, and so does an input view that is not 32-byte aligned. Measured with torch 2.13, 1, 2, 3
+# and 7 rows by in_features 1..80 and larger by out_features 1..80 and larger: right at all 3440 shapes with
+# in_features a multiple of 16; otherwise a segfault at 2956 of 3687, wrong at 632, right by luck at 99. Int8Linear
+# takes the dequantized path at other in_features (the source's AVX2 and ARM kernels step by 8: 16 suits them too).
+INT8_KERNEL_K = 16
+
+
 class Int8Linear(QuantizedLinear):
     """ y = (x @ W_int8^T) * scales + bias, W_int8 rounded from W / scales with one scale per output row
     (symmetric, absmax / 127). The matmul is aten's _weight_int8pack_mm: it reads the int8 weights,
-    a quarter of fp32's bytes, and computes in bf16; elsewhere it runs on a dequantized copy. """
+    a quarter of fp32's bytes, and computes in bf16; elsewhere (other devices, or in_features not a multiple of
+    INT8_KERNEL_K) it runs on a dequantized copy. """
 
     def __init__(self, linear):
         super().__init__(linear)
@@ -119,7 +130,9 @@ class Int8Linear(QuantizedLinear):
         kind = x.device.type  # the output in the dtype nn.Linear's would have: autocast's, else the input's
         dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
         x2 = x.reshape(-1, self.in_features).to(self.scales.dtype)  # (N, in_features)
-        if int8_kernel_works(str(x.device)):  # cached: decided once per device
+        if self.in_features % INT8_KERNEL_K == 0 and int8_kernel_works(str(x.device)):  # cached: once per device
+            if x2.data_ptr() % 32 or not x2.is_contiguous():  # its rows must start 32-byte aligned (see INT8_KERNEL_K)
+                x2 = x2.clone(memory_format=torch.contiguous_format)
             y = torch.ops.aten._weight_int8pack_mm(x2, self.weight, self.scales)
         else:
             y = F.linear(x2, self.weight.to(x2.dtype)) * self.scales
@@ -204,6 +217,11 @@ def quantize(model, name):
         if not int8_kernel_works(str(model.lm_head.weight.device)):
             print(f"note: torch has no int8 matmul kernel on {model.lm_head.weight.device}: the int8 weights are "
                   f"dequantized for each matmul, which saves memory but is not faster")
+        elif odd := sorted({m.in_features for m in model.modules() if isinstance(m, Int8Linear)
+                            and m.in_features % INT8_KERNEL_K}):
+            print(f"note: the int8 kernel needs in_features a multiple of {INT8_KERNEL_K}: the Linears with "
+                  f"in_features {', '.join(map(str, odd))} are dequantized for each matmul, which saves memory but is "
+                  f"not faster")
         model.requires_grad_(False)
     return model
 

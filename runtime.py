@@ -52,7 +52,10 @@ def require(ok, message):
 
 def pick_device(device):
     """ The device to run on. CUDA asked for (or defaulted to) where there is none: the CPU, said in one line. """
-    kind = torch.device(device).type
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"unknown device '{device}': use cpu, cuda, cuda:N or mps") from None
     if kind == 'cuda' and not torch.cuda.is_available():
         if int(os.environ.get('RANK', 0)) == 0:  # torchrun: once, not once per process
             print(f"note: device='{device}' but torch sees no CUDA GPU here: running on the CPU")
@@ -376,7 +379,13 @@ def dataset_dir(checkpoint):
     """ data/<dataset> of the run that wrote checkpoint (its tokenizer's folder), or None: OpenAI's GPT-2, or a
     checkpoint older than the config it stores. """
     dataset = (checkpoint or {}).get('config', {}).get('dataset')
-    return os.path.join('data', dataset) if dataset else None
+    if not dataset:
+        return None
+    path = os.path.join('data', dataset)
+    if not os.path.isdir(path):  # its tokenizer is out of sight: say why before GPT-2's BPE is assumed
+        print(f"note: the model was trained on {path}, which is not in the current directory "
+              f"({os.getcwd()}): assuming GPT-2's BPE; run from the folder that holds it")
+    return path
 
 
 def grow_vocab_for(model, meta):
@@ -396,6 +405,9 @@ def load_model(init_from, out_dir='out', device='cpu', dropout=None, sharded=Fal
     if init_from == 'resume' or os.path.exists(path):
         print(f"loading the train.py checkpoint {path}")
         return load_checkpoint(path, device, dropout, sharded=sharded and init_from == 'resume')
+    if os.path.isdir(init_from) and not os.path.isfile(os.path.join(init_from, 'config.json')):
+        raise ValueError(f"init_from='{init_from}' is a folder with no train.py checkpoint (ckpt.pt) and no Hugging "
+                         f"Face GPT-2 (config.json): train there first, or point --init_from at a run's out_dir")
     if init_from in GPT2_SIZES or os.path.isdir(init_from):
         local_only = not os.path.isdir(init_from) and not hub_reachable()
         model = GPT.from_pretrained(init_from, {} if dropout is None else dict(dropout=dropout), local_only)

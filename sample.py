@@ -52,8 +52,12 @@ else:
 # the tokenizer of the dataset the model was trained on (characters or a trained BPE), else GPT-2's
 data_dir = runtime.dataset_dir(checkpoint)
 tok = load_tokenizer(data_dir)
-print({'char': f"Loading meta from {tok.path}...", 'bpe': f"Loading the trained BPE from {tok.path}...",
-       'gpt2': "No meta.pkl found, assuming GPT-2 encodings..."}[tok.kind])
+meta_path = os.path.join(data_dir, 'meta.pkl') if data_dir else None
+if tok.kind == 'gpt2' and meta_path and os.path.exists(meta_path):  # GPT-2's BPE with the special tokens it lists
+    print(f"Loading meta from {meta_path}: GPT-2 encodings with special tokens {' '.join(tok.special_tokens)}...")
+else:
+    print({'char': f"Loading meta from {tok.path}...", 'bpe': f"Loading the trained BPE from {tok.path}...",
+           'gpt2': "No meta.pkl found, assuming GPT-2 encodings..."}[tok.kind])
 tok.check_model(model.config.vocab_size)
 unknown = tok.unknown_characters(start)
 runtime.require(not unknown, f"the prompt has characters not in the vocabulary of {data_dir}: "

@@ -106,11 +106,11 @@ runtime.errors_as_one_line()
 lora = dict(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout,
             targets=tuple(t.strip() for t in lora_targets.split(',') if t.strip())) if lora_rank else None
 ddp = int(os.environ.get('RANK', -1)) != -1 # is this a ddp run?
-ddp_world_size = int(os.environ.get('WORLD_SIZE', 1))
+ddp_world_size = int(os.environ['WORLD_SIZE']) if ddp else 1 # a stray WORLD_SIZE alone is no torchrun
 # -----------------------------------------------------------------------------
 # setting checks: what model.py, data_io.py and runtime.py check themselves is not repeated here
 for name, least in dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, eval_interval=1, log_interval=1,
-                        eval_iters=1, max_iters=0, seed=0).items():
+                        eval_iters=1, max_iters=0, seed=0, grad_clip=0).items():
     runtime.require(globals()[name] >= least, f"{name} must be at least {least}, got {globals()[name]}")
 runtime.require(gradient_accumulation_steps % ddp_world_size == 0,
                 f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the {ddp_world_size} "
@@ -157,11 +157,8 @@ if master_process and device_type == 'cpu' and 'cuda' in config['device']:
     print("note: the default settings are nanoGPT's GPT-2 124M recipe for 8 GPUs; on a CPU start with "
           "config/train_shakespeare_char_cpu.py (or config/train_python_char.py offline)")
 config.update(dtype=rt.dtype, device=device, backend=backend) # record what 'auto' resolved to
-tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
-if master_process:
-    print(f"tokens per iteration will be: {tokens_per_iter:,}")
-    if not eval_only: # find out now, not at the first checkpoint an hour into training
-        runtime.ensure_writable(out_dir)
+if master_process and not eval_only: # find out now, not at the first checkpoint an hour into training
+    runtime.ensure_writable(out_dir)
 
 # model init; iter_num and best_val_loss are overridden if init_from='resume' (i.e. from a checkpoint)
 iter_num = 0
@@ -208,6 +205,13 @@ if block_size < model.config.block_size:
 runtime.require(block_size == model.config.block_size,
                 f"block_size={block_size} is larger than the model's {model.config.block_size} ({init_from}): "
                 f"set --block_size={model.config.block_size} or less")
+# what a resume took from its checkpoint, recorded as this run's settings
+config.update(block_size=block_size, quantize=quantize)
+if lora:
+    config.update(lora_rank=lora['rank'], lora_alpha=lora['alpha'], lora_dropout=lora['dropout'],
+                  lora_targets=','.join(lora['targets']))
+if master_process:
+    print(f"tokens per iteration will be: {gradient_accumulation_steps * ddp_world_size * batch_size * block_size:,}")
 meta = read_meta(data_dir)
 if init_from != 'resume': # on resume, the checkpoint has grown already
     runtime.grow_vocab_for(model, meta)
@@ -227,11 +231,6 @@ if fsdp: # before the optimizer, which then holds the shards; the whole model ne
               (f"; accumulating {gradient_accumulation_steps} micro-steps adds {gradient / 2**20:.2f} MiB of "
                f"unsharded gradients" if gradient_accumulation_steps > 1 else ""))
 model.to(device)
-if hellaswag_interval: # tokenized once; a model that can't read GPT-2 tokens fails here, not at the first eval
-    hellaswag.check_model(model)
-    hellaswag_items = hellaswag.tokenize_items(hellaswag.load_items(hellaswag_file or hellaswag.download_val(
-        os.path.join('data', 'hellaswag'))), gpt2_encoding())
-
 # the dataset's tokenizer: a model of another vocabulary stops here, before its ids are read as other tokens
 tokenizer = None
 try:
@@ -241,6 +240,10 @@ except OSError as e: # GPT-2's BPE files out of reach offline: training needs on
         print(f"note: val bpb is not measured, the dataset's tokenizer can't be loaded ({runtime.first_line(e)})")
 if tokenizer is not None:
     tokenizer.check_model(model.config.vocab_size)
+if hellaswag_interval: # tokenized once; a model that can't read GPT-2 tokens fails here, not at the first eval
+    hellaswag.check_model(model, tokenizer)
+    hellaswag_items = hellaswag.tokenize_items(hellaswag.load_items(hellaswag_file or hellaswag.download_val(
+        os.path.join('data', 'hellaswag'))), gpt2_encoding())
 
 # poor man's data loader; the model's vocab_size is known now, so token ids that don't fit it are caught here
 data = {split: open_tokens(data_dir, split, vocab_size=model.config.vocab_size, block_size=block_size)
@@ -309,10 +312,13 @@ scaler = runtime.grad_scaler(rt, sharded=fsdp)
 # optimizer: configure_optimizers takes the trainable parameters only (with LoRA, the adapters)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, verbose=master_process)
 if checkpoint is not None:
+    hyper = [{k: group[k] for k in ('weight_decay', 'betas')} for group in optimizer.param_groups]
     if fsdp: # each rank takes its shards of the optimizer state (and, from a ckpt.dcp, of the weights)
         runtime.load_sharded_state(model, optimizer, checkpoint)
     else:
         optimizer.load_state_dict(checkpoint['optimizer'])
+    for group, h in zip(optimizer.param_groups, hyper): # the moments resume; weight decay and betas are this run's
+        group.update(h)
     if checkpoint.get('scaler'): # float16 runs: the loss scale it had found
         scaler.load_state_dict(checkpoint['scaler'])
 checkpoint = None # free up memory

@@ -3,8 +3,8 @@ summary's tokens/s and MFU follow from its ms/iter), the profiler trace, the eag
 (both start from the same weights: same first loss; the speedup printed is the ratio of the times) and
 the generation benchmark (KV cache and full recompute give the same greedy tokens; the ratio printed is
 the ratio of the rates; the weight-streaming floor counts the model's weight bytes, the KV cache line the
-keys and values read, and the decode line's share is the ratio of the two times; with --quantize=int8 the
-int8 model too, timed in rounds alternating with the fp32 one, and the ratio of the speeds)."""
+keys and values read, in autocast's dtype, and the decode line's share is the ratio of the two times; with
+--quantize=int8 the int8 model too, timed in rounds alternating with the fp32 one, and the ratio of the speeds)."""
 
 import json
 import math
@@ -105,6 +105,16 @@ def test_generate_mode(tmp_path):
                      r"floor at best$", p.stdout, re.M)
     assert math.isclose(float(best[1]), float(floor[1]) * (1 + float(kv[1]) / 100), rel_tol=0.01, abs_tol=0.01)
     assert int(best[2]) == round(100 / (1 + float(kv[1]) / 100))
+
+
+def test_generate_mode_counts_the_kv_cache_in_autocast_dtype(tmp_path):
+    """ Under fp16 autocast generate's cache holds fp16 keys and values: half the bytes of fp32's (the weights stay
+    fp32 parameters, not packed in fp16), where bench.py once counted an fp32 cache. """
+    p = run_script('bench.py', *ARGS, '--dtype=float16', '--mode=generate', '--vocab_size=64', '--prompt_len=8',
+                   '--gen_tokens=30', cwd=tmp_path)
+    kv = re.search(r"^KV cache read per decode step: [\d.]+ MB on average, ([\d.]+)% of the weights' bytes$", p.stdout,
+                   re.M)
+    assert float(kv[1]) == round(2 * 2 * 32 * 2 * 12.5 / ((2 * 12 * 32 * 32 + 64 * 32) * 4) * 100, 1)
 
 
 def test_generate_mode_with_int8(tmp_path):

@@ -4,7 +4,10 @@ conversation's start; --prompt answers once (the greedy reply of an in-process C
 driven through stdin, answers each line and ends at EOF; a message the tokenizer can't encode (a special token's
 name on a character vocabulary) is refused in one line and the chat goes on; Ctrl-C stops a reply and the chat goes
 on; --eval_file scores exact match, a record's system message taken by its role even when empty (no system block,
-as in training); a checkpoint without a chat template, or an unknown --quantize, is a one-line error."""
+as in training), and a bad record stops it in one line naming the file and the record; a checkpoint without a chat
+template, an unknown --quantize, or a system message over half the context is a one-line error; whatever is cropped,
+the model sees at most block_size tokens ending with the current turn; under bf16 autocast the chat's KV cache is
+bf16, as generate's is."""
 
 import json
 import select
@@ -15,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from chat_template import BOUNDARY, Chat, render
+from chat_template import BOUNDARY, Chat, head_ids, prompt_ids, render
 from conftest import ROOT, error_line, make_sft_workdir, run_script, save_checkpoint, tiny_gpt
 from data_io import read_meta
 from tokenizer import load_tokenizer
@@ -181,3 +184,72 @@ def test_prompt_with_nf4_weights(sft_workdir):
     chat, model, tok = chat_of(sft_workdir)
     quantize(model, 'nf4')
     assert p.stdout.splitlines()[-1] == tok.decode(list(chat.reply('spell the', 10, top_k=1)))
+
+
+def test_a_system_message_over_half_the_context_is_refused_in_one_line(sft_workdir):
+    """ Up to half the context (its markers and the opening token counted) is the system message's, the rest the
+    conversation's: one token more is refused before any reply, saying how many it has and how many are allowed. """
+    tok = load_tokenizer(str(sft_workdir / 'data' / 'sft'))
+    longest = 'e' * (32 - len(head_ids(tok, 'e')) + 1)  # out-sft's context is 64 tokens: 32 for the system message
+    assert len(head_ids(tok, longest)) == 32
+    chat_of(sft_workdir, system=longest)
+    with pytest.raises(ValueError, match='takes 33 tokens .* more than the 32 allowed'):
+        chat_of(sft_workdir, system=longest + 'e')
+    p = run_script('chat.py', '--out_dir=out-sft', '--prompt=spell the', f"--system={'e' * 200}", '--device=cpu',
+                   cwd=sft_workdir, check=False)
+    error_line(p, 'the system message takes 203 tokens (its text, its two markers and the <|endoftext|> that opens '
+                  'the conversation), more than the 32 allowed: half the model\'s context of 64 tokens')
+
+
+@pytest.mark.parametrize('system_chars', [0, 3, 9])  # heads of 1, 6 and 12 tokens: up to half of block_size=24
+def test_cropping_keeps_the_current_turn_within_block_size(sft_workdir, system_chars):
+    """ The context fed to the model, at every forward, is the head, then the end of the current turn (the user's
+    message, <|assistant_start|> and the reply so far), of at most block_size tokens: with turns to drop, a reply
+    that grows past the context, and a message longer than the whole context. """
+    chat, model, tok = chat_of(sft_workdir, 24, system='e' * system_chars)
+    assert len(chat.head) <= 12
+    current, seen = [], []
+
+    def check(module, args, output):
+        fed = chat.cached + chat.pending
+        assert args[0][0].tolist() == chat.pending and len(fed) <= 24
+        assert fed[:len(chat.head)] == chat.head and fed == chat.context()
+        tail = fed[len(chat.head):]
+        assert tail and current[-len(tail):] == tail, (tok.decode(fed), tok.decode(current))
+        seen.append(len(fed))
+    model.register_forward_hook(check)
+    torch.manual_seed(0)
+    for message in ('spell the', 'say it', 'the king shall not die to night for all his men'):
+        current[:] = prompt_ids(tok, message)
+        for idx in chat.reply(message, 30, temperature=2.0):  # hot: a long reply, its end unlikely
+            current.append(idx)
+    assert len(seen) > 30 and max(seen) == 24  # it did fill the context, and crop
+    context = tok.decode(chat.context())
+    assert 'spell the' not in context and context.endswith('<|assistant_end|>')
+
+
+def test_the_kv_cache_has_the_dtype_of_the_keys(sft_workdir):
+    """ Made under the caller's autocast (chat.py's rt.ctx) as generate's is: bf16 under bf16, half fp32's memory. """
+    chat, model, tok = chat_of(sft_workdir)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        list(chat.reply('spell the', 2, top_k=1))
+        assert chat.kv_cache.k[0].dtype == model.new_kv_cache(1).k[0].dtype == torch.bfloat16
+    chat, model, tok = chat_of(sft_workdir)
+    list(chat.reply('spell the', 2, top_k=1))
+    assert chat.kv_cache.k[0].dtype == torch.float32
+
+
+@pytest.mark.parametrize('record, message', [
+    ({'messages': [{'role': 'user', 'content': 'hi'}]},
+     'record 2 of q.jsonl: it ends with a user message that has no assistant reply; fix or remove it'),
+    ({'instruction': 'spell the', 'output': ''}, 'record 2 of q.jsonl: the assistant reply of turn 1 is empty'),
+    ({'instruction': 'spell <|user_end|>', 'output': 'x'},
+     "record 2 of q.jsonl: the text has characters not in the vocabulary of"),
+    ({'messages': [{'role': 'system', 'content': 'e' * 40}, {'role': 'user', 'content': 'hi'},
+                   {'role': 'assistant', 'content': 'ho'}]}, 'record 2 of q.jsonl: the system message takes 43 tokens'),
+])
+def test_a_bad_eval_record_is_one_line_naming_the_file_and_the_record(sft_workdir, record, message):
+    (sft_workdir / 'q.jsonl').write_text(json.dumps({'instruction': 'spell the', 'output': 't h e'}) + '\n'
+                                         + json.dumps(record) + '\n')
+    p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--device=cpu', cwd=sft_workdir, check=False)
+    error_line(p, message)

@@ -82,6 +82,16 @@ def test_config_file_then_command_line(stub, tmp_path):
                        "Overriding: dataset = 'python_char'"]
 
 
+def test_config_file_setting_a_default_value_counts_as_given(stub, tmp_path):
+    # small ints, bools and short strings are the very objects of the defaults: the file's assignment must
+    # still count, or train.py's check that a resume keeps the architecture would not see it
+    (tmp_path / 'cfg.py').write_text("batch_size = 12\ncompile = True\ninit_from = 'scratch'\n"
+                                     "def helper():\n    dataset = 'x'\n")
+    p = stub('cfg.py')
+    printed = [line for line in p.stdout.splitlines() if line.startswith('Overriding')]
+    assert printed == ["Overriding: batch_size = 12", "Overriding: compile = True", "Overriding: init_from = 'scratch'"]
+
+
 def test_only_rank_0_prints(stub):
     import os
     p = stub('--batch_size=32', env={**os.environ, 'RANK': '1'})

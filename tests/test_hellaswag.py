@@ -20,6 +20,7 @@ import hellaswag
 from conftest import ROOT, run_script, tiny_text, write_jsonl
 from data_io import write_tokens
 from model import GPT, GPTConfig
+from tokenizer import CharTokenizer
 
 V = 50257
 
@@ -142,10 +143,16 @@ def test_ending_empty_after_tokenization():
         hellaswag.tokenize_items(items, DropsSpaces())
 
 
-def test_character_level_model_is_refused():
+def test_models_of_other_tokenizers_are_refused():
     model = GPT(GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=1, n_embd=8))
-    with pytest.raises(ValueError, match='character-level model'):
+    with pytest.raises(ValueError, match="vocab_size is 65, HellaSwag is scored in GPT-2's"):
         hellaswag.score_items(model, random_items(1, seed=5), nullcontext(), 'cpu')
+    # as large a vocabulary as GPT-2's, but the dataset's tokenizer is another: its name is the reason
+    big = GPT(GPTConfig(vocab_size=V, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    chars = CharTokenizer({'a': 0}, {0: 'a'}, path='data/x/meta.pkl')
+    with pytest.raises(ValueError, match="the model reads characters, data/x/meta.pkl tokens"):
+        hellaswag.check_model(big, chars)
+    hellaswag.check_model(big, None)  # no dataset known: the vocabulary is all there is to check
 
 
 def test_script_bad_line_is_one_error_line(tmp_path, hf_gpt2_dir):

@@ -1,5 +1,6 @@
 """quantize.py guards: int8 weights are the per-row absmax rounding of the float weights (checked by hand),
-Int8Linear computes what its dequantized weights compute, quantize() swaps every Linear (the lm_head too,
+Int8Linear computes what its dequantized weights compute (through aten's kernel only at the in_features it gets
+right, and at widths where the kernel crashed a model generates), quantize() swaps every Linear (the lm_head too,
 while the token embedding stays float), int8 logits and loss stay close to fp32 on a trained model, int8
 greedy decoding with the KV cache equals the int8 full-recompute reference, and bad input is one clear error."""
 
@@ -12,7 +13,7 @@ import torch.nn as nn
 import conftest
 from conftest import all_logits
 from model import GPTConfig, apply_lora, build_model
-from quantize import Int8Linear, dequantize, quantize
+from quantize import Int8Linear, dequantize, int8_kernel_works, quantize
 
 TINY = dict(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=71)
 
@@ -71,6 +72,58 @@ def test_int8_linear_matches_its_dequantized_weights():
     assert ((y - linear.bias - product).abs() <= product.abs() * 2 ** -8 + 1e-5).all()
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         assert q(x).dtype == linear(x).dtype == torch.bfloat16  # autocast's dtype, as nn.Linear's
+
+
+def kernel_calls(module, x):
+    """ module(x) and how many times it called aten's int8 kernel. """
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        y = module(x)
+    return y, sum(e.count for e in prof.key_averages() if e.key == 'aten::_weight_int8pack_mm')
+
+
+@pytest.mark.parametrize('in_features,out_features', [
+    (64, 50304), (384, 65), (384, 1536), (1536, 384), (128, 65),  # GPT-2's lm_head, shakespeare_char's shapes
+    (100, 65), (120, 65), (200, 65), (20, 3), (33, 7), (8, 64), (400, 100)])  # the kernel crashed or was wrong
+def test_int8_linear_takes_the_kernel_only_where_it_is_right(in_features, out_features):
+    """ aten's CPU kernel reads past the rows, segfaulting or returning garbage, unless in_features is a multiple of
+    16 (quantize.py, INT8_KERNEL_K): the common shapes still take it, the others the dequantized product. Rows 1, 2,
+    3 and 7, the kernel's blocks of 4 and its remainders. """
+    torch.manual_seed(0)
+    q = Int8Linear(nn.Linear(in_features, out_features, bias=False))
+    reference = q.dequantized_weight()
+    for rows in (1, 2, 3, 7):
+        x = torch.randn(rows, in_features)
+        y, calls = kernel_calls(q, x)
+        product = x.bfloat16().float() @ reference.t()
+        assert calls == (in_features % 16 == 0 and int8_kernel_works('cpu'))
+        assert ((y - product).abs() <= product.abs() * 2 ** -7 + 1e-3 * product.abs().max()).all()
+
+
+def test_int8_kernel_input_view_is_aligned():
+    """ The kernel's loads segfault on rows not 32-byte aligned: a bf16 input viewed 8 bytes into its storage is
+    copied first. """
+    torch.manual_seed(0)
+    q = Int8Linear(nn.Linear(64, 40, bias=False))
+    x = torch.randn(3 * 64 + 4).bfloat16()[4:].view(3, 64)
+    assert x.data_ptr() % 32
+    with torch.no_grad():
+        y = q(x)
+    product = x.float() @ q.dequantized_weight().t()
+    assert ((y.float() - product).abs() <= product.abs() * 2 ** -7 + 1e-3 * product.abs().max()).all()
+
+
+@pytest.mark.parametrize('n_embd,n_head', [(100, 4), (120, 6)])
+def test_int8_generates_at_widths_the_kernel_cannot_take(n_embd, n_head):
+    """ n_embd=100, and 120 with shakespeare_char's 65 characters, crashed sample.py --quantize=int8 (or gave
+    garbage): now the logits are the dequantized model's, and generation runs past block_size with the cache. """
+    model = quantize(tiny_gpt(n_embd=n_embd, n_head=n_head, vocab_size=65), 'int8')
+    idx = torch.randint(0, 65, (2, 9), generator=torch.Generator().manual_seed(0))
+    logits = all_logits(model, idx)
+    expected = all_logits(dequantize(copy.deepcopy(model)), idx)
+    assert (logits - expected).abs().max().item() <= 0.02 * expected.abs().max().item()
+    with torch.no_grad():
+        out = model.generate(idx, 40, top_k=1, use_kv_cache=True)
+    assert out.shape == (2, 49) and 0 <= out.min() and out.max() < 65
 
 
 def test_quantize_swaps_every_linear_and_keeps_the_embedding():

@@ -243,10 +243,14 @@ def test_configure_optimizers_decays_2d_weights_only(capsys):
 def test_estimate_mfu_uses_the_given_peak():
     model = tiny_gpt()
     c = model.config
-    flops_per_token = 6 * model.get_num_params() + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+    n = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()  # the tied lm_head once
+    flops_per_token = 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
     expected = flops_per_token * c.block_size * 8 / 0.5 / 1e12
     assert model.estimate_mfu(8, 0.5, peak_flops=1e12) == pytest.approx(expected)
     assert model.estimate_mfu(8, 0.5, peak_flops=None) is None  # a device whose peak is unknown
+    # a bigram model looks its logits up: no matmul FLOPs to count, so no MFU (shown as '-')
+    bigram = build_model(GPTConfig(block_size=8, vocab_size=65, model_type='bigram'))
+    assert bigram.estimate_mfu(8, 0.5, peak_flops=1e12) is None
 
 
 def test_bigram_matches_its_table():

@@ -55,6 +55,13 @@ def test_nf4_codes_dequantize_like_bitsandbytes_linear4bit():
     assert torch.allclose(q.dequantized()(x), q(x), atol=1e-5)
 
 
+def test_nf4_weights_count_in_the_flops():
+    # a 4-bit weight is a buffer, not a parameter, but its matmuls are done all the same: MFU must count them
+    model = tiny_gpt()
+    before = model.flops_per_token()
+    assert quantize(model, 'nf4').flops_per_token() == before
+
+
 def test_qlora_step_trains_only_the_adapters():
     model = quantize(apply_lora(tiny_gpt(), **LORA), 'nf4').train()
     assert sum(isinstance(m, NF4Linear) for m in model.modules()) == CONFIG['n_layer'] * len(LORA_TARGETS)

@@ -1,7 +1,8 @@
 """sample.py guards: checkpoints (ours and the original nanoGPT's), GPT-2 from a local HF directory,
-char-level (meta.pkl) and GPT-2 BPE tokenization, string and FILE: prompts, seeding, int8 weights, and one
-clear error per bad input. Each sample printed must equal the decoded output of model.generate run here, with
-the same seed, on the same weights; it is streamed as its tokens come, and the streamed text is that text."""
+char-level (meta.pkl) and GPT-2 BPE tokenization (without a meta.pkl, or with one adding special tokens),
+string and FILE: prompts, seeding, int8 weights, and one clear error per bad input. Each sample printed must
+equal the decoded output of model.generate run here, with the same seed, on the same weights; it is streamed as
+its tokens come, and the streamed text is that text."""
 
 import copy
 import runpy
@@ -142,6 +143,21 @@ def test_bpe_checkpoint_uses_tiktoken(workdir, gpt2):
     assert output(p).endswith(reference(models['bpe'], start_ids, enc.decode, 3, 2, 12))
 
 
+def test_gpt2_bpe_with_a_meta_pkl_says_it_read_it(tmp_path, gpt2):
+    """ A GPT-2 BPE instruction set has a meta.pkl (the chat's special tokens): sample.py says it loaded it. """
+    from chat_template import write_dataset
+    from tokenizer import gpt2_tokenizer, load_tokenizer
+    chat = [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'ho'}]
+    write_dataset(str(tmp_path / 'data' / 'sft_gpt2'), gpt2_tokenizer(), {'train': [chat], 'val': [chat]}, 16)
+    tok = load_tokenizer(str(tmp_path / 'data' / 'sft_gpt2'))
+    save_checkpoint(tmp_path / 'out', GPT(GPTConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16,
+                                                    block_size=16)), 'sft_gpt2')
+    p = sample('--out_dir=out', '--num_samples=1', '--max_new_tokens=2', '--start=hi', cwd=tmp_path)
+    assert 'No meta.pkl' not in p.stdout
+    assert (f"Loading meta from data/sft_gpt2/meta.pkl: GPT-2 encodings with special tokens "
+            f"{' '.join(tok.special_tokens)}...") in p.stdout.splitlines()
+
+
 def test_init_from_local_hf_dir(workdir, hf_gpt2_dir, gpt2):
     wd = workdir[0]
     enc = gpt2
@@ -194,6 +210,14 @@ def test_bad_input_is_one_clear_error(workdir, args, message):
     p = sample('--out_dir=out_char', '--max_new_tokens=5', *args, cwd=wd, check=False)
     error_line(p, message)
     assert p.stderr.strip().splitlines() == [p.stderr.strip()]  # nothing but the error
+
+
+def test_a_dataset_folder_out_of_sight_is_named(workdir, tmp_path):
+    # run from another folder, data/tiny_char is not there: say so, not only that the vocabulary does not fit
+    wd, _, _ = workdir
+    p = sample(f'--out_dir={wd / "out_char"}', '--max_new_tokens=5', cwd=tmp_path, check=False)
+    assert f"note: the model was trained on data/tiny_char, which is not in the current directory ({tmp_path})" in p.stdout
+    assert p.returncode == 1  # GPT-2's BPE assumed: its vocabulary does not fit (or, offline, it can't be loaded)
 
 
 @pytest.mark.slow

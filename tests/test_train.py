@@ -236,6 +236,9 @@ BAD_INPUTS = {
     'checkpointing_bigram': (['--gradient_checkpointing=True', '--model_type=bigram'],
                              "gradient_checkpointing recomputes the Blocks of a GPT"),
     'pretrained_architecture': (['--init_from={hf}', '--n_layer=3'], "fixes the architecture, but n_layer=3"),
+    'unknown_device': (['--device=gpu'], "unknown device 'gpu': use cpu, cuda, cuda:N or mps"),
+    'negative_grad_clip': (['--grad_clip=-1.0'], "grad_clip must be at least 0"),
+    'init_from_no_checkpoint': (['--init_from=empty_dir'], "is a folder with no train.py checkpoint (ckpt.pt)"),
 }
 
 
@@ -251,6 +254,7 @@ def bad_runs(base_run, hf_gpt2_dir, tmp_path_factory):
         os.makedirs(cwd / name)
         (cwd / name / 'ckpt.pt').write_bytes(damaged)
     (cwd / 'a_file').write_text('')
+    (cwd / 'empty_dir').mkdir()
     ddp_env = {'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '2'}
     with ThreadPoolExecutor(2) as pool:
         runs = {name: pool.submit(train, cwd, '--max_iters=2', *[a.format(hf=hf_gpt2_dir) for a in args], check=False,
@@ -336,6 +340,19 @@ def test_resume_refuses_settings_it_cannot_honour(base_run, tmp_path):
                          ([f'--init_from={tmp_path / "out"}'], "is this run's own out_dir")]:
         error_line(train(cwd, *resume, *args, check=False), phrase)
         assert os.listdir(tmp_path / 'out') == ['ckpt.pt'] and (tmp_path / 'out' / 'ckpt.pt').read_bytes() == before
+
+
+def test_resume_takes_this_runs_settings(base_run, tmp_path):
+    """ A resume keeps the optimizer's moments but takes this run's weight decay and betas; it reports its tokens
+    per iteration at the checkpoint's block_size, not the default's; a WORLD_SIZE without torchrun's RANK is
+    no distributed run. """
+    cwd, _ = base_run
+    shutil.copytree(cwd / 'out', tmp_path / 'out')
+    p = run_train(cwd, *tiny_train_args(block_size=None), '--init_from=resume', f'--out_dir={tmp_path / "out"}',
+                  '--max_iters=14', '--eval_interval=2', '--weight_decay=0.0', '--beta2=0.5', env={'WORLD_SIZE': '3'})
+    assert 'tokens per iteration will be: 128\n' in p.stdout  # 1 x 4 x 32
+    groups = load(tmp_path / 'out' / 'ckpt.pt')['optimizer']['param_groups']
+    assert [(g['weight_decay'], tuple(g['betas'])) for g in groups] == [(0.0, (0.9, 0.5))] * 2
 
 
 def test_init_from_another_runs_out_dir(base_run, tmp_path):

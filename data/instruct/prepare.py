@@ -20,7 +20,7 @@ import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from chat_template import from_record, read_records, write_dataset  # noqa: E402
+from chat_template import from_record, naming_record, read_records, write_dataset  # noqa: E402
 from data_io import hub_reachable, out_dataset_dir  # noqa: E402
 from tokenizer import BPE_FILE, load_tokenizer  # noqa: E402
 
@@ -49,10 +49,9 @@ def hub_records(name):
 def conversations(records, where):
     """ The conversations of records; a record of neither shape, or with an empty reply, stops with where it is. """
     for n, record in enumerate(records, 1):
-        try:
-            yield from_record(record)
-        except ValueError as e:
-            raise ValueError(f"record {n} of {where}: {e}; fix or remove it") from None
+        with naming_record(n, where):
+            conversation = from_record(record)
+        yield conversation
 
 
 try:
