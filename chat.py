@@ -40,6 +40,9 @@ runtime.require(max_new_tokens > 0, f"max_new_tokens must be > 0, got {max_new_t
 runtime.require(top_k >= 0, f"top_k must be >= 0 (0 keeps all tokens, 1 is greedy), got {top_k}")
 runtime.require(temperature > 0, f"temperature must be > 0, got {temperature}; use --top_k=1 for greedy replies")
 runtime.require(not (prompt and eval_file), "give --prompt or --eval_file, not both")
+runtime.require(not dataset or os.path.isfile(os.path.join('data', dataset, 'meta.pkl')),
+                f"dataset='{dataset}': data/{dataset}/meta.pkl not found; name a dataset that "
+                f"data/instruct/prepare.py wrote, or drop --dataset")
 check_quantize(quantize)
 
 rt = runtime.setup(device, dtype, seed)
@@ -52,6 +55,8 @@ if dataset:
     runtime.grow_vocab_for(model, read_meta(data_dir))
 if quantize and quantize != (checkpoint or {}).get('quantize'):
     quantize_model(model, quantize)
+if dataset:
+    check_chat_tokenizer(tok, f"data/{dataset}", "name an instruction dataset (one data/instruct/prepare.py wrote)")
 check_chat_tokenizer(tok, f"the model of {out_dir if init_from == 'resume' else init_from}")
 tok.check_model(model.config.vocab_size)
 model.to(rt.device)

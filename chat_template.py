@@ -31,12 +31,12 @@ def chat_tokenizer(tok):
     return tok.with_special_tokens(SPECIAL_TOKENS)
 
 
-def check_chat_tokenizer(tok, what):
+def check_chat_tokenizer(tok, what, fix="finetune it on instructions first (data/instruct/prepare.py, then "
+                                         "train.py with that dataset)"):
     """ ValueError unless tok has the chat's special tokens (what: where tok came from, for the message). """
     missing = [name for name in SPECIAL_TOKENS if name not in tok.special_tokens]
     if missing:
-        raise ValueError(f"{what} has no chat template (its tokenizer lacks {', '.join(missing)}): finetune it on "
-                         f"instructions first (data/instruct/prepare.py, then train.py with that dataset)")
+        raise ValueError(f"{what} has no chat template (its tokenizer lacks {', '.join(missing)}): {fix}")
 
 
 def read_records(path):

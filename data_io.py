@@ -100,8 +100,9 @@ class atomic_open:
 def write_tokens(path, ids, dtype):
     """ Write token ids as a flat array of dtype, atomically. """
     ids = np.asarray(ids)
-    if ids.size and ids.max() >= np.iinfo(dtype).max + 1:
-        raise ValueError(f"token id {ids.max()} does not fit {np.dtype(dtype).name}")
+    if ids.size and (ids.max() > np.iinfo(dtype).max or ids.min() < 0):  # else astype would wrap them around
+        bad = ids.max() if ids.max() > np.iinfo(dtype).max else ids.min()
+        raise ValueError(f"token id {bad} does not fit {np.dtype(dtype).name}")
     with atomic_open(path) as f:
         ids.astype(dtype).tofile(f)
 
@@ -124,7 +125,8 @@ def open_tokens(data_dir, split, meta=None, vocab_size=None, block_size=None):
     dtype = np.dtype(meta.get('dtype', 'uint16'))
     size = os.path.getsize(path)
     if size == 0 or size % dtype.itemsize:
-        raise ValueError(f"{path} has {size} bytes, not a whole number of {dtype.name} tokens; rerun its prepare.py")
+        what = "is empty" if size == 0 else f"has {size} bytes, not a whole number of {dtype.name} tokens"
+        raise ValueError(f"{path} {what}; rerun its prepare.py")
     needed = np.dtype(token_dtype(meta.get('vocab_size', 0)))
     if needed.itemsize > dtype.itemsize:  # a uint32 file read as uint16 could pass every other check
         raise ValueError(f"{path} is read as {dtype.name} but its vocabulary of {meta['vocab_size']} needs "
@@ -163,7 +165,7 @@ def download(url, path):
 
 def hub_reachable(timeout=3.0):
     """ Whether the Hugging Face hub answers at all: offline, the hub client would retry for half a minute. """
-    if os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False'):
+    if os.environ.get('HF_HUB_OFFLINE', '').upper() in ('1', 'ON', 'YES', 'TRUE'):  # huggingface_hub's reading
         return False
     url = urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
     try:

@@ -405,6 +405,12 @@ class GPT(LanguageModel):
             raise ValueError(f"{model_type}: attention scaling variants of GPT2Config are not supported")
         if hf.activation_function not in HF_ACTIVATIONS:
             raise ValueError(f"{model_type}: activation_function '{hf.activation_function}' is not supported")
+        # what GPT can't hold would load without an error and give other logits: refuse it
+        unlike = [f"{k}={v!r} (ours: {ours!r})" for k, v, ours in [
+            ('layer_norm_epsilon', hf.layer_norm_epsilon, 1e-5), ('n_inner', hf.n_inner or 4 * hf.n_embd, 4 * hf.n_embd),
+            ('tie_word_embeddings', hf.tie_word_embeddings, True)] if v != ours]
+        if unlike:
+            raise ValueError(f"{model_type}: its GPT2Config has {', '.join(unlike)}, which this GPT does not support")
         config_args = dict(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, vocab_size=hf.vocab_size,
                            block_size=hf.n_positions, bias=True, activation=HF_ACTIVATIONS[hf.activation_function])
         if 'dropout' in override_args:

@@ -124,7 +124,7 @@ runtime.require(init_from in ('scratch', 'resume') or os.path.abspath(init_from)
                 f"finetune its weights into another --out_dir")
 runtime.require(quantize in ('', 'nf4'), f"quantize='{quantize}' can't train: use '' or 'nf4' (QLoRA); "
                 f"int8 is for inference, in sample.py, chat.py and bench.py")
-runtime.require(not quantize or lora_rank > 0 or eval_only,
+runtime.require(not quantize or lora_rank > 0 or eval_only or init_from == 'resume', # resume: the checkpoint's LoRA
                 f"quantize='{quantize}' freezes the base model's weights in 4 bits, which can't be trained: "
                 f"train LoRA adapters on it with --lora_rank=8 (QLoRA), or drop --quantize")
 runtime.require(not gradient_checkpointing or model_type == 'gpt',

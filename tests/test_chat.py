@@ -75,6 +75,12 @@ def test_prompt_answers_once_and_refuses_a_base_model(sft_workdir):
     # a bad setting is refused before any model is read
     p = run_script('chat.py', '--out_dir=nowhere', '--quantize=int4', cwd=sft_workdir, check=False)
     error_line(p, "unknown quantize 'int4': use '' (none) or int8, nf4")
+    # a --dataset that is not there, or not an instruction set, is named as the problem, not the model
+    p = run_script('chat.py', '--out_dir=out-base', '--dataset=sfd', '--prompt=hi', cwd=sft_workdir, check=False)
+    error_line(p, "dataset='sfd': data/sfd/meta.pkl not found")
+    p = run_script('chat.py', '--out_dir=out-base', '--dataset=tiny_char', '--prompt=hi', '--device=cpu',
+                   cwd=sft_workdir, check=False)
+    error_line(p, "data/tiny_char has no chat template (its tokenizer lacks")
     # read through the instruction set's tokenizer, the base model is grown and answers
     run_script('chat.py', '--out_dir=out-base', '--dataset=sft', '--prompt=hi', '--max_new_tokens=3', '--device=cpu',
                cwd=sft_workdir)

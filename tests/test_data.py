@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import closed_port_url, copy_prepare, run_script, tiny_text
-from data_io import MIN_SPLIT_TOKENS, load_meta, open_tokens, read_meta, write_char_dataset
+from data_io import MIN_SPLIT_TOKENS, load_meta, open_tokens, read_meta, write_char_dataset, write_tokens
 
 
 def prepare(data_dir, *args, check=True, env=None):
@@ -355,6 +355,17 @@ def test_token_dtype_switch(tmp_path, vocab_size, dtype):
     if dtype == np.uint32:  # a reader that ignored the recorded dtype would see garbage: it must be an error
         with pytest.raises(ValueError, match='uint16'):
             open_tokens(tmp_path, 'train', {k: v for k, v in meta.items() if k != 'dtype'})
+
+
+def test_token_files_out_of_range_or_empty(tmp_path):
+    # a negative id or one past the dtype would wrap around silently in astype: refused before anything is written
+    for ids, bad in [([1, -1, 2], -1), ([0, 65536], 65536)]:
+        with pytest.raises(ValueError, match=f"token id {bad} does not fit uint16"):
+            write_tokens(tmp_path / 'x.bin', np.array(ids), np.uint16)
+        assert not (tmp_path / 'x.bin').exists()
+    write_tokens(tmp_path / 'train.bin', np.array([], dtype=np.int64), np.uint16)
+    with pytest.raises(ValueError, match=r"train.bin is empty; rerun its prepare.py"):
+        open_tokens(tmp_path, 'train', {})
 
 
 class RunsCode:

@@ -3,6 +3,7 @@ full-recompute reference (one cache per generation, never reallocated; a callbac
 is the argmax), model surgery, parameter counts, and the errors bad input gets."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -283,6 +284,19 @@ def test_pretrained_bad_input(hf_gpt2_dir):
         GPT.from_pretrained('gpt3')
     with pytest.raises(ValueError, match='cannot override n_layer'):
         GPT.from_pretrained(str(hf_gpt2_dir), override_args=dict(n_layer=4))
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(layer_norm_epsilon=1e-6), "layer_norm_epsilon=1e-06 (ours: 1e-05)"),
+    (dict(n_inner=100), "n_inner=100 (ours: 128)"),
+    (dict(tie_word_embeddings=False), "tie_word_embeddings=False (ours: True)"),
+])
+def test_pretrained_config_we_cannot_hold_is_refused(tmp_path, change, message):
+    # each would load without an error and give other logits than Hugging Face's
+    from transformers import GPT2Config, GPT2LMHeadModel
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=16, vocab_size=64, **change)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(f"its GPT2Config has {message}, which this GPT does not support")):
+        GPT.from_pretrained(str(tmp_path))
 
 
 def test_hub_name_offline_is_a_clear_error(monkeypatch):

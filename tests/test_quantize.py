@@ -121,6 +121,9 @@ def test_qlora_resumes_bit_for_bit(qlora_run):
         assert torch.equal(a['model'][k], b['model'][k]), k
     losses = iter_losses(out)
     assert losses[5] < losses[0]
+    # resumed with its --quantize alone: the LoRA settings are the checkpoint's, not needed again
+    train(cwd, '--quantize=nf4', '--max_iters=7', '--out_dir=out_resumed', '--init_from=resume')
+    assert load(cwd / 'out_resumed' / 'ckpt.pt')['iter_num'] == 7
 
 
 def test_sample_loads_qlora_and_quantizes_plain_checkpoints(qlora_run, tmp_path):
