@@ -257,7 +257,7 @@ def memory_model(row):
 
 
 def memory_needed(row):
-    """ Bytes a memory row needs, estimated before trying: weights (4 bytes, NF4's 0.53 for quantized Linears),
+    """ Bytes a memory row needs, estimated before trying: weights (4 bytes, NF4's 0.5625 for quantized Linears),
     gradient and two AdamW moments per trainable weight, activations, and 1 GiB of interpreter and libraries. """
     use_lora, quant, checkpointing = MEMORY_ROWS[row]
     L, C, B, T, V = n_layer, n_embd, batch_size, block_size, vocab_size
@@ -335,7 +335,7 @@ if mode == 'memory':
 
 # model init
 raw_model = make_model(vocab_size)
-peak = runtime.peak_flops(device, peak_flops)
+peak = runtime.peak_flops(device, peak_flops, rt.dtype)
 tokens_per_iter = batch_size * block_size
 print(f"{raw_model.get_num_params()/1e6:.2f}M parameters, {tokens_per_iter:,} tokens per iteration, {dtype}, "
       f"MFU against {f'{peak/1e12:.2f} TFLOP/s' if peak else 'an unknown peak (pass --peak_flops)'} "

@@ -30,6 +30,10 @@ runtime.require(to, "no output directory: pass --to=<dir> for the Hugging Face m
 runtime.require(not os.path.exists(to) or os.path.isdir(to), f"{to} exists and is not a directory: pass another --to")
 runtime.require(not (os.path.isdir(to) and os.listdir(to)) or force,
                 f"{to} is not empty: pass another --to, or --force=True to replace it")
+# replacing `to` deletes it: never the checkpoint being exported, nor a folder holding it
+source = os.path.realpath(out_dir)
+runtime.require(os.path.commonpath([source, os.path.realpath(to)]) != os.path.realpath(to),
+                f"--to={to} holds the checkpoint's out_dir {out_dir}, which replacing it would delete: pass another --to")
 
 model, checkpoint = runtime.load_checkpoint(runtime.checkpoint_path(out_dir)) # ckpt.pt, or an FSDP run's ckpt.dcp
 cfg = model.config

@@ -15,7 +15,7 @@ $ python sample.py --quantize=int8
 $ python bench.py --mode=generate --device=cpu --dtype=float32 --quantize=int8
 
 'nf4': 4-bit NormalFloat weights (QLoRA, Dettmers et al. 2023), blocks of 64 consecutive weights with one fp32 scale
-each (no double quantization), through bitsandbytes. 0.53 bytes per weight instead of 4. The weights are
+each (no double quantization), through bitsandbytes. 0.5625 bytes per weight instead of 4. The weights are
 dequantized one layer at a time inside the matmul, so activations and adapters stay in full precision.
 QLoRA = LoRA first, then quantize: LoRALinear's base becomes an NF4Linear, the adapters train in fp32.
 The tied wte/lm_head stays in full precision (it is 0.3 GB of gpt2-xl's 6 GB, and the embedding lookup

@@ -8,6 +8,7 @@ fix, and errors_as_one_line() makes the script print it as `error: ...` and exit
 """
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -120,25 +121,28 @@ def grad_scaler(rt, sharded=False):
     return torch.amp.GradScaler(rt.device_type, enabled=rt.dtype == 'float16')
 
 
-# dense bf16/fp16 tensor-core peak FLOP/s of a GPU; the longest name that the device's name contains wins
-GPU_PEAK_FLOPS = {'H200': 989e12, 'GH200': 989e12, 'H100': 989e12, 'H100 PCIe': 756e12, 'A100': 312e12,
-                  'L40S': 362e12, 'L4': 121e12, 'A10': 125e12, 'RTX 4090': 165e12, 'RTX 3090': 71e12,
-                  'V100': 125e12, 'T4': 65e12}
-CPU_PEAK_FLOPS_PER_THREAD = 1e11  # ~ one AVX2/AVX-512 core doing fp32 FMAs at 2.5-3.5 GHz
+# dense bf16 (V100, T4: fp16) tensor-core peak FLOP/s of a GPU; the longest name found in the device's name as
+# whole words wins ('L4' is not an L40, 'A10' not an A10G or A100); laptop parts, far slower, get none
+GPU_PEAK_FLOPS = {'H200': 989e12, 'GH200': 989e12, 'H100': 989e12, 'H100 PCIe': 756e12, 'H100 NVL': 835e12,
+                  'A100': 312e12, 'L40S': 362e12, 'L4': 121e12, 'A10': 125e12, 'RTX 4090': 165e12,
+                  'RTX 3090': 71e12, 'V100': 125e12, 'T4': 65e12}
+CPU_PEAK_FLOPS_PER_THREAD = 1e11  # ~ one AVX2/AVX-512 core doing fp32 FMAs at 2.5-3.5 GHz; AVX512-BF16 doubles it
 
 
-def peak_flops(device, given=0.0):
-    """ The FLOP/s MFU is measured against: `given` when set, else the device's; None for a GPU not in the table. """
+def peak_flops(device, given=0.0, dtype='float32'):
+    """ The FLOP/s MFU is measured against: `given` when set, else the device's in dtype (autocast's); None for
+    a GPU not in the table. """
     if given:
         return given
     device = torch.device(device)
     if device.type == 'cuda':
         name = torch.cuda.get_device_name(device)
-        matches = [key for key in GPU_PEAK_FLOPS if key in name]
-        return GPU_PEAK_FLOPS[max(matches, key=len)] if matches else None
+        matches = [key for key in GPU_PEAK_FLOPS if re.search(rf'(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])', name)]
+        return GPU_PEAK_FLOPS[max(matches, key=len)] if matches and 'Laptop' not in name else None
     if device.type == 'mps':
         return None  # Apple GPUs: a few to ~25 TFLOP/s, depending on the chip
-    return torch.get_num_threads() * CPU_PEAK_FLOPS_PER_THREAD
+    native_bf16 = dtype == 'bfloat16' and cpu_has_native_bf16()  # two bf16 products per fp32 lane
+    return torch.get_num_threads() * CPU_PEAK_FLOPS_PER_THREAD * (2 if native_bf16 else 1)
 
 
 def format_mfu(mfu):

@@ -401,7 +401,7 @@ if wandb_log and master_process:
 t0 = time.time()
 local_iter_num = 0 # number of iterations in the lifetime of this process
 running_mfu = None # until measured
-peak = runtime.peak_flops(device, peak_flops)
+peak = runtime.peak_flops(device, peak_flops, rt.dtype)
 saved_at = None # the iteration of the last checkpoint this run wrote
 while True:
 

@@ -94,6 +94,11 @@ def test_export_refuses_to_overwrite(tmp_path):
     run_script('export.py', '--out_dir=out', '--to=hf', '--force=True', cwd=tmp_path)
     assert 'keep.txt' not in os.listdir(tmp_path / 'hf') and 'config.json' in os.listdir(tmp_path / 'hf')
     assert sorted(os.listdir(tmp_path)) == ['hf', 'out']
+    # --force never replaces the checkpoint's own folder, or one holding it: that would delete ckpt.pt
+    for to in ('out', '.'):
+        p = run_script('export.py', '--out_dir=out', f'--to={to}', '--force=True', cwd=tmp_path, check=False)
+        error_line(p, f"--to={to} holds the checkpoint's out_dir out, which replacing it would delete")
+        assert os.listdir(tmp_path / 'out') == ['ckpt.pt']
 
 
 def test_export_errors(tmp_path):

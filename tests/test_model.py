@@ -10,6 +10,7 @@ import torch
 from transformers import GPT2LMHeadModel
 
 import conftest
+import runtime
 from model import GPT, CausalSelfAttention, GPTConfig, build_model, sample_next
 from runtime import model_from_checkpoint
 
@@ -252,6 +253,24 @@ def test_estimate_mfu_uses_the_given_peak():
     # a bigram model looks its logits up: no matmul FLOPs to count, so no MFU (shown as '-')
     bigram = build_model(GPTConfig(block_size=8, vocab_size=65, model_type='bigram'))
     assert bigram.estimate_mfu(8, 0.5, peak_flops=1e12) is None
+
+
+@pytest.mark.parametrize('name, peak', [
+    ('NVIDIA H100 80GB HBM3', 989e12), ('NVIDIA H100 PCIe', 756e12), ('NVIDIA H100 NVL', 835e12),
+    ('NVIDIA A100-SXM4-80GB', 312e12), ('NVIDIA L4', 121e12), ('Tesla T4', 65e12),
+    # other cards whose names hold a listed one: no guess
+    ('NVIDIA L40', None), ('NVIDIA A10G', None), ('NVIDIA RTX A1000 Laptop GPU', None),
+    ('NVIDIA GeForce RTX 4090 Laptop GPU', None)])
+def test_gpu_peak_is_read_from_whole_words_of_its_name(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: name)
+    assert runtime.peak_flops('cuda') == peak
+
+
+def test_cpu_peak_doubles_in_native_bf16():
+    fp32, bf16 = runtime.peak_flops('cpu'), runtime.peak_flops('cpu', dtype='bfloat16')
+    assert fp32 == torch.get_num_threads() * 1e11
+    assert bf16 == fp32 * (2 if runtime.cpu_has_native_bf16() else 1)
+    assert runtime.peak_flops('cpu', given=5.0, dtype='bfloat16') == 5.0
 
 
 def test_bigram_matches_its_table():
