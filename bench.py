@@ -71,6 +71,8 @@ runtime.require(min(batch_size, block_size, burnin_iters + 1, timed_iters, promp
                 "batch_size, block_size, timed_iters, prompt_len and gen_tokens must be > 0, burnin_iters >= 0")
 runtime.require(mode != 'generate' or (prompt_len < block_size and gen_tokens > 1),
                 f"generate mode times decode steps after the prompt: prompt_len={prompt_len} must be < block_size={block_size} and gen_tokens > 1")
+runtime.require(not profile or mode == 'train', f"profile=True traces the training step of mode='train', "
+                f"not mode='{mode}': drop --profile, or --mode")
 check_quantize(quantize)
 rt = runtime.setup(device, dtype, seed)
 device, device_type, dtype, ctx = rt.device, rt.device_type, rt.dtype, rt.ctx

@@ -137,6 +137,7 @@ def test_generate_mode_with_int8(tmp_path):
 @pytest.mark.parametrize('args, message', [
     (['--quantize=int4', '--prompt_len=8'], "unknown quantize 'int4': use '' (none) or int8"),
     (['--prompt_len=16'], "prompt_len=16 must be < block_size=16"),
+    (['--profile=True', '--prompt_len=8'], "profile=True traces the training step of mode='train', not mode='generate'"),
 ])
 def test_generate_mode_bad_input(tmp_path, args, message):
     p = run_script('bench.py', *ARGS, '--mode=generate', *args, cwd=tmp_path, check=False)
