@@ -82,6 +82,8 @@ def from_record(record):
             raise ValueError("its 'messages' is not a list of {role, content} objects with string values")
         conversation = [{'role': m['role'], 'content': m['content']} for m in messages]
     elif 'instruction' in record and 'output' in record:
+        if record['instruction'] is None or record['output'] is None:  # str() would make them the text 'None'
+            raise ValueError("its 'instruction' or 'output' is null")
         prompt = str(record['instruction'])
         if str(record.get('input') or '').strip():  # Alpaca's optional context goes after the instruction
             prompt += '\n\n' + str(record['input'])
@@ -200,6 +202,9 @@ def write_dataset(data_dir, base, splits, block_size):
     elif base.kind == 'bpe':
         base.save(os.path.join(data_dir, BPE_FILE))
         meta['tokenizer'] = 'bpe'
+    if base.kind != 'bpe' and os.path.exists(os.path.join(data_dir, BPE_FILE)):
+        # an earlier run's on a BPE base: load_tokenizer would read these ids through it
+        os.remove(os.path.join(data_dir, BPE_FILE))
     for split, (ids, mask) in arrays.items():
         write_tokens(os.path.join(data_dir, f"{split}_mask.bin"), mask, np.uint8)
     write_splits(data_dir, {split: ids for split, (ids, _) in arrays.items()}, tok.vocab_size, meta)

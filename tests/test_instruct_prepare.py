@@ -73,6 +73,10 @@ def test_gpt2_and_trained_bpe_bases(tmp_path, gpt2):
     prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/tiny_bpe', '--out_dataset=sft_bpe', '--val_fraction=0.25')
     train, tok = replies(repo / 'data' / 'sft_bpe', 'train')
     assert tok.kind == 'bpe' and (repo / 'data' / 'sft_bpe' / BPE_FILE).exists() and len(train) == 4
+    # prepared again into that folder on GPT-2's BPE: the earlier run's bpe.json must not read the new ids
+    prepare(repo, '--data_files=a.jsonl', '--out_dataset=sft_bpe', '--val_fraction=0.25')
+    train, tok = replies(repo / 'data' / 'sft_bpe', 'train')
+    assert tok.kind == 'gpt2' and not (repo / 'data' / 'sft_bpe' / BPE_FILE).exists() and len(train) == 4
 
 
 def test_too_long_conversations_are_skipped_and_counted(tmp_path):
@@ -94,6 +98,8 @@ def test_bad_input_is_one_line_each(tmp_path):
     error_line(prepare(repo, '--data_files=shape.jsonl', check=False), "record 3 of shape.jsonl: it has neither")
     write_jsonl(repo / 'empty.jsonl', CHATS + [{'instruction': 'spell', 'output': '  '}])
     error_line(prepare(repo, '--data_files=empty.jsonl', check=False), 'assistant reply of turn 1 is empty')
+    write_jsonl(repo / 'null.jsonl', ALPACA + [{'instruction': 'spell', 'output': None}])  # not the text 'None'
+    error_line(prepare(repo, '--data_files=null.jsonl', check=False), "record 3 of null.jsonl: its 'instruction' or 'output' is null")
     error_line(prepare(repo, '--data_files=missing.jsonl', check=False), 'no file matches')
     error_line(prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/nothing', check=False), 'prepare that dataset')
     # offline (conftest sets HF_HUB_OFFLINE), the hub fails at once and names the local alternative
