@@ -248,12 +248,13 @@ def memory_model(row):
     """ The random-weight model of a memory row, built without ever holding two copies: on the meta device first,
     then materialised and filled (uniform is fast; the values don't change memory or time). """
     use_lora, quant, checkpointing = MEMORY_ROWS[row]
-    model = meta_model(row).to_empty(device=device)
+    # quantized as train.py does it: in fp32 on the CPU, so only the 4-bit codes ever reach a GPU
+    model = meta_model(row).to_empty(device='cpu' if quant else device)
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.uniform_(-0.03, 0.03) if p.dim() == 2 else p.fill_(1.0 if '.ln_' in name and name.endswith('weight') else 0.0)
     if quant:
-        quantize_model(model, quant)
+        quantize_model(model, quant).to(device)
     model.gradient_checkpointing = checkpointing
     return model
 

@@ -35,6 +35,10 @@ def errors_as_one_line():
             print(f"error: {first_line(e)}", file=sys.stderr)
         else:
             default(kind, e, tb)
+        dist = sys.modules.get('torch.distributed')
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            # a process group left to the interpreter's exit can abort it (a C++ thread still running)
+            dist.destroy_process_group()
     sys.excepthook = hook
 
 
@@ -292,6 +296,7 @@ def save_sharded_checkpoint(checkpoint, model, optimizer, out_dir):
     if rank0:
         shutil.rmtree(tmp, ignore_errors=True)  # what a save that crashed left behind
     dist.barrier()
+    error = None
     try:
         dcp.save(dict(checkpoint, model=model_state, optimizer=optimizer_state), checkpoint_id=tmp)
         if rank0:
@@ -303,11 +308,15 @@ def save_sharded_checkpoint(checkpoint, model, optimizer, out_dir):
             if os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):  # the run without FSDP that this one resumed
                 os.remove(os.path.join(out_dir, 'ckpt.pt'))
     except (Exception, CheckpointException) as e:  # dcp raises on every rank when one rank's write failed
-        if isinstance(e, CheckpointException):
-            e = next(iter(e.failures.values()))[0]
+        error = first_line(next(iter(e.failures.values()))[0] if isinstance(e, CheckpointException) else e)
         if rank0:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise checkpoint_write_error(out_dir, e) from None
+    # rank 0's renames can fail alone: every rank stops with its error, or the others would wait for it at
+    # their next collective (forever under NCCL)
+    outcome = [error]
+    dist.broadcast_object_list(outcome, src=0)
+    if outcome[0] is not None:
+        raise checkpoint_write_error(out_dir, outcome[0])
 
 
 def read_sharded_checkpoint(path, with_state=True):

@@ -15,6 +15,7 @@ The logged loss is rank 0's mean over its micro-batches, as with DDP."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -278,16 +279,16 @@ def test_sample_and_export_read_an_fsdp_checkpoint(runs):
 # a 1-rank FSDP model saved as the test's argv asks: 'ok', or dying in the middle (SIGKILL, as a crash or a
 # killed job would), or writing into a file size limit (as a full disk would)
 SAVE = f"""
-import os, resource, signal, sys
+import datetime, os, resource, signal, sys
 sys.path.insert(0, {str(ROOT)!r})
 import torch, torch.distributed as dist
 import runtime
 from model import GPT, GPTConfig
 runtime.errors_as_one_line()
-dist.init_process_group('gloo')
+dist.init_process_group('gloo', timeout=datetime.timedelta(seconds=60))
 torch.manual_seed(0)
 config = GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, n_embd=8)
-model = runtime.shard_model(GPT(config), 'cpu', torch.float32, 1)
+model = runtime.shard_model(GPT(config), 'cpu', torch.float32, dist.get_world_size())
 optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu', verbose=False)
 iter_num, how = int(sys.argv[1]), sys.argv[2]
 die = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
@@ -296,6 +297,9 @@ if how == 'die_writing':  # after the first file of the new checkpoint reached t
 if how == 'die_renaming':  # after the old checkpoint was moved aside, before the new one took its name
     rename = os.rename
     os.rename = lambda a, b: (rename(a, b), str(b).endswith('ckpt.dcp.old') and die())
+if how == 'rank0_cannot_rename' and dist.get_rank() == 0:  # the new checkpoint, once dcp.save wrote it whole
+    rename = os.rename
+    os.rename = lambda a, b: rename(a, b) if not str(b).endswith('ckpt.dcp') else os.close(-1)
 if how == 'disk_full':
     resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
 checkpoint = dict(model_args=config.__dict__, iter_num=iter_num, best_val_loss=1.0, config={{}}, lora=None, scaler={{}})
@@ -307,7 +311,7 @@ dist.destroy_process_group()
 
 def rank_error_line(p, phrase):
     """ error_line for a process in a process group, whose excepthook torch prefixes with its rank. """
-    p.stderr = p.stderr.replace('[rank0]: ', '')
+    p.stderr = re.sub(r'\[rank\d\]: ', '', p.stderr)
     return error_line(p, phrase)
 
 
@@ -338,6 +342,21 @@ def test_a_save_cut_off_leaves_the_previous_checkpoint(tmp_path):
     assert os.listdir(tmp_path / 'out') == ['ckpt.dcp.old'] and saved_iter() == 1
     assert save(5).returncode == 0 and saved_iter() == 5
     assert os.listdir(tmp_path / 'out') == ['ckpt.dcp']
+
+
+@pytest.mark.slow
+def test_a_rename_failing_on_rank0_stops_every_rank(tmp_path):
+    """ Only rank 0 renames the new checkpoint into place: when that fails, rank 1 stops with the same error
+    instead of going on to a collective that rank 0 never joins. """
+    (tmp_path / 'save.py').write_text(SAVE)
+    env = {**os.environ, **one_rank_env(), 'WORLD_SIZE': '2'}
+    procs = [subprocess.Popen([sys.executable, 'save.py', '1', 'rank0_cannot_rename'], cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**env, 'RANK': str(rank), 'LOCAL_RANK': str(rank)}) for rank in (0, 1)]
+    for p in procs:
+        p.stdout, p.stderr = p.communicate(timeout=120)
+        assert 'Bad file descriptor' in rank_error_line(p, "could not write the checkpoint to out")
+    assert not os.path.exists(tmp_path / 'out' / 'ckpt.dcp.tmp')
 
 
 def test_hellaswag_ranks_run_as_many_forwards():
