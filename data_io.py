@@ -11,6 +11,7 @@ character-level 90/10 writer, and the threaded GPT-2 tokenizer for datasets of d
 """
 
 import contextlib
+import http.client
 import io
 import os
 import pickle
@@ -157,7 +158,11 @@ def download(url, path):
         with urllib.request.urlopen(url, timeout=60) as r, atomic_open(path) as f:
             while chunk := r.read(1 << 20):
                 f.write(chunk)
-    except (OSError, ValueError) as e:  # URLError, timeouts and bad urls
+            # a server that closes early ends the reads as if the file were complete: check it was
+            expected = r.headers.get('Content-Length')
+            if expected and expected.isdigit() and f.tell() != int(expected):
+                raise OSError(f"the connection closed after {f.tell():,} of {int(expected):,} bytes")
+    except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, timeouts, bad urls, broken responses
         raise OSError(f"could not download {url} ({e}); without network, put the file at {path} by hand "
                       "and rerun") from None
     return path

@@ -20,7 +20,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import closed_port_url, copy_prepare, run_script, tiny_text
+from conftest import closed_port_url, copy_prepare, error_line, run_script, tiny_text
 from data_io import MIN_SPLIT_TOKENS, load_meta, open_tokens, read_meta, write_char_dataset, write_tokens
 
 
@@ -95,6 +95,39 @@ def test_download_failure_is_clear_and_leaves_nothing(tmp_path, name):
     assert p.stderr.startswith('error: could not download') and url in p.stderr
     assert str(data_dir / 'input.txt') in p.stderr  # where to put the file by hand
     assert [f.name for f in data_dir.iterdir()] == ['prepare.py']
+
+
+class BrokenHandler(http.server.BaseHTTPRequestHandler):
+    """ A server that closes the connection halfway through its file: a Content-Length it does not honour,
+    or a chunked body cut off inside a chunk. """
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.path.endswith('chunked'):
+            self.send_header('Transfer-Encoding', 'chunked')
+            self.end_headers()
+            self.wfile.write(b'1f4\r\n' + b'x' * 100)
+        else:
+            self.send_header('Content-Length', '1000')
+            self.end_headers()
+            self.wfile.write(b'x' * 500)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize('path, phrase', [('input.txt', 'closed after 500 of 1,000 bytes'),
+                                          ('chunked', 'IncompleteRead')])
+def test_download_cut_off_is_clear_and_leaves_nothing(tmp_path, path, phrase):
+    with http.server.ThreadingHTTPServer(('127.0.0.1', 0), BrokenHandler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        data_dir = copy_prepare(tmp_path, 'shakespeare_char')
+        url = f"http://127.0.0.1:{server.server_address[1]}/{path}"
+        p = prepare(data_dir, f"--url={url}", check=False)
+        server.shutdown()
+    assert phrase in error_line(p, f"could not download {url}")
+    assert [f.name for f in data_dir.iterdir()] == ['prepare.py']  # no truncated input.txt, no temporary file
 
 
 @pytest.mark.parametrize('text', ['', 'To be, or not to be\n'])
