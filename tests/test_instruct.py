@@ -103,7 +103,7 @@ def test_rows_start_at_conversations_and_never_run_into_the_next_without_the_bou
     for i in starts:
         row = tokens[i:i + 25]
         after_end = np.flatnonzero(row[:-1] == end) + 1  # whatever follows a conversation's last reply
-        assert (row[after_end] == bos).all()
+        assert all(row[k] == bos or i + k >= len(tokens) - 24 for k in after_end)  # or the split's end filler
 
 
 def test_train_py_loss_is_the_masked_cross_entropy_of_a_grown_base_model(tmp_path):

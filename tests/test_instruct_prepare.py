@@ -9,8 +9,9 @@ import re
 
 import numpy as np
 
-from chat_template import BOUNDARY
-from conftest import copy_prepare, error_line, make_char_dataset, run_script, tiny_text, write_jsonl
+from chat_template import BOUNDARY, conversation_starts
+from conftest import (copy_prepare, error_line, make_char_dataset, run_script, run_train, step_losses, tiny_text,
+                      tiny_train_args, write_jsonl)
 from data_io import read_meta
 from tokenizer import BPE_FILE, load_tokenizer, train_bpe
 
@@ -77,6 +78,24 @@ def test_gpt2_and_trained_bpe_bases(tmp_path, gpt2):
     prepare(repo, '--data_files=a.jsonl', '--out_dataset=sft_bpe', '--val_fraction=0.25')
     train, tok = replies(repo / 'data' / 'sft_bpe', 'train')
     assert tok.kind == 'gpt2' and not (repo / 'data' / 'sft_bpe' / BPE_FILE).exists() and len(train) == 4
+
+
+def test_every_conversation_starts_a_row_and_a_one_conversation_val_split_trains(tmp_path):
+    """ block_size masked filler tokens end each split: a row fits from every conversation's boundary, the last
+    ones' too, and a split shorter than a row (one conversation of val) still trains at that block_size. """
+    repo = setup_repo(tmp_path)
+    write_jsonl(repo / 'a.jsonl', ALPACA * 4)
+    prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/tiny_char', '--block_size=64', '--val_fraction=0.1')
+    data_dir = repo / 'data' / 'instruct'
+    bos = read_meta(data_dir)['bos_id']
+    for split, n_conversations in (('train', 7), ('val', 1)):
+        tokens = np.fromfile(data_dir / f'{split}.bin', dtype=np.uint16)
+        mask = np.fromfile(data_dir / f'{split}_mask.bin', dtype=np.uint8)
+        assert not mask[-64:].any() and bos not in tokens[-64:]
+        starts = conversation_starts(tokens, bos, 64)
+        assert np.array_equal(starts, np.flatnonzero(tokens == bos)) and len(starts) == n_conversations
+    p = run_train(repo, *tiny_train_args(dataset='instruct', block_size=64, max_iters=2, eval_interval=2))
+    assert sorted(step_losses(p.stdout)) == [0, 2]
 
 
 def test_too_long_conversations_are_skipped_and_counted(tmp_path):
