@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from data_io import write_splits, write_tokens
+from data_io import read_text, write_splits, write_tokens
 from tokenizer import BPE_FILE, SPECIAL_TOKENS
 
 BOUNDARY = '<|endoftext|>'
@@ -41,8 +41,7 @@ def check_chat_tokenizer(tok, what, fix="finetune it on instructions first (data
 
 def read_records(path):
     """ The records of a local JSON (a list) or JSONL (one object a line) file; ValueError naming the bad line. """
-    with open(path, encoding='utf-8') as f:
-        text = f.read()
+    text = read_text(path)
     if text.lstrip().startswith('['):
         try:
             return json.loads(text)

@@ -119,6 +119,8 @@ def test_bad_input_is_one_line_each(tmp_path):
     error_line(prepare(repo, '--data_files=empty.jsonl', check=False), 'assistant reply of turn 1 is empty')
     write_jsonl(repo / 'null.jsonl', ALPACA + [{'instruction': 'spell', 'output': None}])  # not the text 'None'
     error_line(prepare(repo, '--data_files=null.jsonl', check=False), "record 3 of null.jsonl: its 'instruction' or 'output' is null")
+    (repo / 'latin1.jsonl').write_bytes('{"instruction": "spell König", "output": "K"}\n'.encode('latin-1'))
+    error_line(prepare(repo, '--data_files=latin1.jsonl', check=False), 'latin1.jsonl is not UTF-8 text')
     error_line(prepare(repo, '--data_files=missing.jsonl', check=False), 'no file matches')
     error_line(prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/nothing', check=False), 'prepare that dataset')
     # offline (conftest sets HF_HUB_OFFLINE), the hub fails at once and names the local alternative
@@ -143,6 +145,10 @@ def test_the_offline_demo_holds_its_eval_words_out_of_training(tmp_path):
         assert f"spell {word}<" in val and f" {word}<" not in train
     error_line(run_script(data_dir / 'prepare.py', '--base_dataset=tiny_char', cwd=repo, check=False),
                'lacks the characters')
+    error_line(run_script(data_dir / 'prepare.py', '--base_dataset=typo', cwd=repo, check=False),
+               'data/typo has no meta.pkl: run python data/typo/prepare.py first')
+    error_line(run_script(data_dir / 'prepare.py', '--base_dataset=base', '--heldout_words=0', cwd=repo, check=False),
+               'at least 1 held-out word')
 
 
 def test_records_with_characters_outside_the_vocabulary_are_skipped_and_counted(tmp_path):

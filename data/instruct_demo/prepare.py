@@ -53,6 +53,14 @@ def chat(task, word):
 data_dir = os.path.dirname(os.path.abspath(__file__))
 base_dir = os.path.join(os.path.dirname(data_dir), base_dataset)
 try:
+    if heldout_words < 1 or not 1 <= min_len <= max_len:
+        raise ValueError(f"heldout_words={heldout_words}, min_len={min_len}, max_len={max_len}: the demo needs at "
+                         f"least 1 held-out word and 1 <= min_len <= max_len")
+    if block_size < 8:
+        raise ValueError(f"block_size must be at least 8, got {block_size}")
+    if not os.path.isfile(os.path.join(base_dir, 'meta.pkl')):  # else load_tokenizer would take GPT-2's BPE
+        raise ValueError(f"data/{base_dataset} has no meta.pkl: run python data/{base_dataset}/prepare.py first, "
+                         f"or name a prepared character dataset with --base_dataset")
     base = load_tokenizer(base_dir)
     if base.kind != 'char':
         raise ValueError(f"data/{base_dataset} is not a character dataset: the demo's tasks are about letters, "
