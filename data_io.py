@@ -257,6 +257,14 @@ def write_char_dataset(data_dir, text, source):
     return len(chars), n, len(text) - n
 
 
+def check_document(text, text_column):
+    """ text, or a ValueError when a dataset's document is not a string (a null in its column). """
+    if not isinstance(text, str):
+        raise ValueError(f"a document's {text_column!r} is {text!r}, not text: drop those records (or fill them) "
+                         f"first, or pick the column with --text_column")
+    return text
+
+
 def write_documents(docs, f, text_column='text', num_threads=None, batch_docs=256, desc=None, enc=None):
     """ GPT-2 BPE (or the tiktoken encoding enc) of each document of a datasets.Dataset (encode_ordinary, then
     the end-of-text token), written to the open binary file f as uint16 (uint32 for a vocabulary past 65536),
@@ -273,7 +281,7 @@ def write_documents(docs, f, text_column='text', num_threads=None, batch_docs=25
     def encode(texts):
         ids = []
         for text in texts:
-            ids += enc.encode_ordinary(text)
+            ids += enc.encode_ordinary(check_document(text, text_column))
             ids.append(enc.eot_token)
         return np.array(ids, dtype=dtype), len(texts)
 

@@ -10,6 +10,7 @@ the encoding speed line, and refuse a too small vocab_size, an empty or non-UTF-
 
 import functools
 import http.server
+import json
 import math
 import os
 import pickle
@@ -130,13 +131,16 @@ def test_download_cut_off_is_clear_and_leaves_nothing(tmp_path, path, phrase):
     assert [f.name for f in data_dir.iterdir()] == ['prepare.py']  # no truncated input.txt, no temporary file
 
 
-@pytest.mark.parametrize('text', ['', 'To be, or not to be\n'])
-def test_too_small_input_is_an_error(tmp_path, text):
-    data_dir = copy_prepare(tmp_path, 'shakespeare_char')
-    (data_dir / 'input.txt').write_text(text)
-    p = prepare(data_dir, check=False)
-    assert p.returncode != 0
-    assert 'too small' in p.stderr and f"{MIN_SPLIT_TOKENS:,}" in p.stderr
+@pytest.mark.parametrize('name', ['shakespeare_char', 'shakespeare'])
+@pytest.mark.parametrize('content, message', [(b'', 'input.txt is empty'),
+                                              (b'To be, or not to be\n', f"at least {MIN_SPLIT_TOKENS:,} are needed"),
+                                              (b'caf\xe9 ' * 4000, 'input.txt is not UTF-8 text (byte 0xe9 at offset 3)')])
+def test_bad_input_is_an_error(tmp_path, request, name, content, message):
+    if name == 'shakespeare' and b'To be' in content:
+        request.getfixturevalue('gpt2')  # the size is counted in GPT-2 tokens
+    data_dir = copy_prepare(tmp_path, name)
+    (data_dir / 'input.txt').write_bytes(content)
+    error_line(prepare(data_dir, check=False), message)
     assert outputs(data_dir) == {}
 
 
@@ -167,6 +171,7 @@ def make_source_tree(root):
     for rel, text in {**kept, **dropped}.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(text.encode('utf-8'))
+    (root / 'b' / 'gone.py').symlink_to(root / 'b' / 'removed.py')  # a broken symlink: unreadable
     return ''.join(kept[rel] for rel in sorted(kept))
 
 
@@ -174,7 +179,7 @@ def test_python_char_filter_order_and_split(tmp_path):
     expected = make_source_tree(tmp_path / 'src')
     data_dir = copy_prepare(tmp_path / 'repo', 'python_char')
     out = prepare(data_dir, f"--src_dir={tmp_path / 'src'}", '--max_file_bytes=20000').stdout
-    assert 'kept 4 of 7 .py files (1 over 20,000 bytes, 2 not plain ASCII)' in out
+    assert 'kept 4 of 8 .py files (1 over 20,000 bytes, 2 not plain ASCII, 1 unreadable)' in out
     n = int(0.9 * len(expected))
     assert decode_chars(data_dir) == [expected[:n], expected[n:]]
     assert read_meta(data_dir)['vocab_size'] == len(set(expected))
@@ -253,6 +258,7 @@ def test_openwebtext_offline_hub_fails_at_once(tmp_path):
 @pytest.mark.parametrize('args, message', [
     ((), "error: could not load dataset 'openwebtext' (ConnectionError"),
     (('--dataset=json', '--data_files=/nonexistent/*.jsonl'), "error: no file matches data_files='/nonexistent/*.jsonl'"),
+    (('--dataset=json', '--out_dataset=mine'), "error: dataset='json' reads local files: name them with --data_files"),
 ])
 def test_openwebtext_load_errors_are_clear(tmp_path, args, message):
     data_dir = copy_prepare(tmp_path, 'openwebtext')
@@ -368,6 +374,22 @@ def test_openwebtext_bpe_bad_input(tmp_path, files, args, message):
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and message in last, last
     assert not (tmp_path / 'repo' / 'data' / 'mine').exists()
+
+
+@pytest.mark.parametrize('tokenizer', ['bpe', 'gpt2'])
+def test_openwebtext_null_document_is_one_line(tmp_path, request, tokenizer):
+    if tokenizer == 'gpt2':
+        request.getfixturevalue('gpt2')  # skips without GPT-2's BPE files
+    (tmp_path / 'docs').mkdir()
+    records = [{'text': tiny_text(3000)}] * 9 + [{'text': None}]
+    (tmp_path / 'docs' / 'a.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+    owt_dir = copy_prepare(tmp_path / 'repo', 'openwebtext')
+    p = prepare(owt_dir, '--dataset=json', f"--data_files={tmp_path / 'docs' / 'a.jsonl'}", f'--tokenizer={tokenizer}',
+                '--vocab_size=300', '--val_size=0.1', '--out_dataset=mine', check=False,
+                env={'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')})
+    error_line(p, "a document's 'text' is None, not text: drop those records")
+    mine = tmp_path / 'repo' / 'data' / 'mine'
+    assert not mine.exists() or outputs(mine) == {}
 
 
 # -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from data_io import (atomic_open, check_split_sizes, hub_reachable, out_dataset_dir, save_meta, with_dtype,  # noqa: E402
+from data_io import (atomic_open, check_document, check_split_sizes, hub_reachable, out_dataset_dir, save_meta, with_dtype,  # noqa: E402
                      write_documents)
 from tokenizer import BPE_FILE, check_vocab_size, train_bpe  # noqa: E402
 
@@ -33,11 +33,14 @@ vocab_size = 32768 # tokenizer='bpe': its tokens, the 256 bytes and the special 
 out_dataset = '' # writes data/<out_dataset>/ (train with --dataset=<out_dataset>); '' is openwebtext, for the hub's openwebtext in GPT-2's BPE only
 # -----------------------------------------------------------------------------
 exec(open(os.path.join(_ROOT, 'configurator.py')).read()) # overrides from command line or config file
+BUILDERS = ('json', 'text', 'parquet', 'csv')  # datasets' builders of local files
 
-if dataset not in ('json', 'text', 'parquet', 'csv') and not hub_reachable():
+if dataset not in BUILDERS and not hub_reachable():
     os.environ['HF_HUB_OFFLINE'] = '1'  # fail at once: offline, the hub client would retry for half a minute
 from datasets import load_dataset  # noqa: E402  (after the settings: it takes seconds to import)
 
+if dataset in BUILDERS and not data_files:
+    sys.exit(f"error: dataset={dataset!r} reads local files: name them with --data_files='/path/*' (a path or glob)")
 if data_files and '://' not in data_files and not glob.glob(data_files, recursive=True):
     sys.exit(f"error: no file matches data_files={data_files!r}")
 if not out_dataset and (dataset, tokenizer) != ('openwebtext', 'gpt2'):
@@ -74,7 +77,8 @@ try:
     enc = None  # GPT-2's
     if tokenizer == 'bpe':
         batches = split['train'].select_columns([text_column]).iter(batch_size=1024)
-        tok = train_bpe((text for batch in batches for text in batch[text_column]), vocab_size)
+        tok = train_bpe((check_document(text, text_column) for batch in batches for text in batch[text_column]),
+                        vocab_size)
         print(f"trained a BPE of {tok.vocab_size:,} tokens ({tok.n_ordinary - 256:,} merges, "
               f"{len(tok.special_tokens)} special tokens) on the {len(split['train']):,} train documents")
         enc = tok.enc

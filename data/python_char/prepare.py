@@ -7,7 +7,8 @@ The corpus is the concatenation of the .py files under src_dir in sorted relativ
 file only if it
 - is not inside a test, tests, idle_test, site-packages, dist-packages or __pycache__ folder,
 - has at most max_file_bytes bytes (this drops a few huge modules),
-- is ASCII with no control characters but newline and tab (keeps the vocabulary small and printable).
+- is ASCII with no control characters but newline and tab (keeps the vocabulary small and printable),
+- can be read (a broken symlink is skipped, and counted).
 The sizes depend on the Python version (readme.md says which one was measured).
 $ python data/python_char/prepare.py
 """
@@ -35,10 +36,14 @@ paths = []
 for folder, dirs, files in os.walk(src_dir):
     dirs[:] = [d for d in dirs if d not in SKIP_DIRS]
     paths += [os.path.relpath(os.path.join(folder, name), src_dir) for name in files if name.endswith('.py')]
-kept, too_big, not_plain = [], 0, 0
+kept, too_big, not_plain, unreadable = [], 0, 0, 0
 for path in sorted(paths):
-    with open(os.path.join(src_dir, path), 'rb') as f:
-        data = f.read()
+    try:
+        with open(os.path.join(src_dir, path), 'rb') as f:
+            data = f.read()
+    except OSError:  # a broken symlink, a file without read permission
+        unreadable += 1
+        continue
     if len(data) > max_file_bytes:
         too_big += 1
     elif set(data) <= PLAIN:
@@ -47,7 +52,8 @@ for path in sorted(paths):
         not_plain += 1
 text = ''.join(kept)
 print(f"{src_dir}: kept {len(kept):,} of {len(paths):,} .py files "
-      f"({too_big:,} over {max_file_bytes:,} bytes, {not_plain:,} not plain ASCII)")
+      f"({too_big:,} over {max_file_bytes:,} bytes, {not_plain:,} not plain ASCII" +
+      (f", {unreadable:,} unreadable" if unreadable else "") + ")")
 
 data_dir = os.path.dirname(os.path.abspath(__file__))
 try:

@@ -9,7 +9,7 @@ import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from data_io import check_split_sizes, download, gpt2_encoding, write_splits  # noqa: E402
+from data_io import check_split_sizes, download, gpt2_encoding, read_text, write_splits  # noqa: E402
 
 # -----------------------------------------------------------------------------
 url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt' # source of input.txt
@@ -20,8 +20,7 @@ data_dir = os.path.dirname(os.path.abspath(__file__))
 input_path = os.path.join(data_dir, 'input.txt')
 try:
     download(url, input_path)
-    with open(input_path, encoding='utf-8') as f:
-        text = f.read()
+    text = read_text(input_path)
     enc = gpt2_encoding()
     n = int(0.9 * len(text))
     splits = {'train': enc.encode_ordinary(text[:n]), 'val': enc.encode_ordinary(text[n:])}

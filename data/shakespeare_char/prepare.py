@@ -8,7 +8,7 @@ import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from data_io import download, write_char_dataset  # noqa: E402
+from data_io import download, read_text, write_char_dataset  # noqa: E402
 
 # -----------------------------------------------------------------------------
 url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt' # source of input.txt
@@ -19,8 +19,7 @@ data_dir = os.path.dirname(os.path.abspath(__file__))
 input_path = os.path.join(data_dir, 'input.txt')
 try:
     download(url, input_path)
-    with open(input_path, encoding='utf-8') as f:
-        text = f.read()
+    text = read_text(input_path)
     vocab_size, n_train, n_val = write_char_dataset(data_dir, text, input_path)
 except (OSError, ValueError) as e:
     sys.exit(f"error: {e}")
