@@ -16,8 +16,8 @@ import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from data_io import (atomic_open, check_document, check_split_sizes, hub_reachable, out_dataset_dir, save_meta, with_dtype,  # noqa: E402
-                     write_documents)
+from data_io import (atomic_open, check_document, check_split_sizes, hub_reachable, out_dataset_dir,  # noqa: E402
+                     save_meta, with_dtype, write_documents)
 from tokenizer import BPE_FILE, check_vocab_size, train_bpe  # noqa: E402
 
 # -----------------------------------------------------------------------------
