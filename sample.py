@@ -9,6 +9,7 @@ import os
 import torch
 
 import runtime
+from data_io import read_text
 from quantize import check_quantize, quantize as quantize_model
 from tokenizer import TextStream, load_tokenizer
 
@@ -35,8 +36,7 @@ runtime.require(num_samples > 0, f"num_samples must be > 0, got {num_samples}")
 runtime.require(top_k >= 0, f"top_k must be >= 0 (0 keeps all tokens), got {top_k}")
 check_quantize(quantize)
 if start.startswith('FILE:'):
-    with open(start[5:], 'r', encoding='utf-8') as f:
-        start = f.read()
+    start = read_text(start[5:])
 
 rt = runtime.setup(device, dtype)
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device, dropout=0.0)

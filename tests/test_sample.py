@@ -199,6 +199,7 @@ def test_prompt_longer_than_block_size_is_cropped(workdir):
     (['--out_dir=missing'], "no checkpoint missing/ckpt.pt"),
     (['--out_dir=data'], "no checkpoint data/ckpt.pt"),
     (['--start=FILE:nowhere.txt'], "No such file or directory: 'nowhere.txt'"),
+    (['--start=FILE:latin1.txt'], "latin1.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
     (['--max_new_tokens=0'], "max_new_tokens must be > 0"),
     (['--temperature=0.0'], "temperature must be > 0"),
     (['--init_from=gpt3'], "unknown init_from 'gpt3'"),
@@ -207,6 +208,7 @@ def test_prompt_longer_than_block_size_is_cropped(workdir):
 def test_bad_input_is_one_clear_error(workdir, args, message):
     wd, meta, _ = workdir
     assert '~' not in meta['stoi'] and '€' not in meta['stoi']
+    (wd / 'latin1.txt').write_bytes('café'.encode('latin-1'))
     p = sample('--out_dir=out_char', '--max_new_tokens=5', *args, cwd=wd, check=False)
     error_line(p, message)
     assert p.stderr.strip().splitlines() == [p.stderr.strip()]  # nothing but the error
