@@ -20,13 +20,14 @@ import os
 import torch
 from torch.nn import functional as F
 
+from data_io import download, read_text
+
 VAL_URL = 'https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl'
 GPT2_VOCAB = 50257  # items are GPT-2 BPE tokens: a model with fewer ids (a character-level one) can't read them
 
 
 def download_val(data_dir):
     """ The path of the validation split (10,042 items) in data_dir, downloaded there the first time. """
-    from data_io import download
     os.makedirs(data_dir, exist_ok=True)
     return download(VAL_URL, os.path.join(data_dir, 'hellaswag_val.jsonl'))
 
@@ -35,34 +36,33 @@ def load_items(path):
     """ The items of a HellaSwag JSONL file as dicts, each checked for ctx (str), endings (4 non-blank
     str) and label (0-3); a bad line is a ValueError naming its number. Blank lines are skipped. """
     items = []
-    with open(path, encoding='utf-8') as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"line {n} of {path}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where} is not valid JSON ({e}): fix or delete that line, or delete the file "
-                                 f"to download it again") from None
-            if not isinstance(item, dict):
-                raise ValueError(f"{where} is a JSON {type(item).__name__}, not an object with ctx, endings and "
-                                 f"label: fix or delete that line")
-            if 'label' not in item:
-                raise ValueError(f"{where} has no label (the index of the right ending): add one, or delete the "
-                                 f"line (the test split has no labels; use the validation split)")
-            endings, label, ctx = item.get('endings'), item['label'], item.get('ctx')
-            if not isinstance(ctx, str) or not ctx.strip():
-                raise ValueError(f"{where} has no ctx (the context the endings follow): fix or delete that line")
-            if not (isinstance(endings, list) and len(endings) == 4 and all(isinstance(e, str) for e in endings)):
-                raise ValueError(f"{where}: endings must be a list of 4 strings: fix or delete that line")
-            if type(label) is not int or not 0 <= label < 4:
-                raise ValueError(f"{where}: label must be an int 0-3, got {label!r}: fix or delete that line")
-            for i, ending in enumerate(endings):
-                if not ending.strip():  # ' ' + '' would score a lone space
-                    raise ValueError(f"{where}: ending {i} is empty, there are no tokens to score: "
-                                     f"fix or delete that line")
-            items.append(item)
+    for n, line in enumerate(read_text(path).split('\n'), 1):  # '\n' only: a JSON line may hold other breaks
+        if not line.strip():
+            continue
+        where = f"line {n} of {path}"
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where} is not valid JSON ({e}): fix or delete that line, or delete the file "
+                             f"to download it again") from None
+        if not isinstance(item, dict):
+            raise ValueError(f"{where} is a JSON {type(item).__name__}, not an object with ctx, endings and "
+                             f"label: fix or delete that line")
+        if 'label' not in item:
+            raise ValueError(f"{where} has no label (the index of the right ending): add one, or delete the "
+                             f"line (the test split has no labels; use the validation split)")
+        endings, label, ctx = item.get('endings'), item['label'], item.get('ctx')
+        if not isinstance(ctx, str) or not ctx.strip():
+            raise ValueError(f"{where} has no ctx (the context the endings follow): fix or delete that line")
+        if not (isinstance(endings, list) and len(endings) == 4 and all(isinstance(e, str) for e in endings)):
+            raise ValueError(f"{where}: endings must be a list of 4 strings: fix or delete that line")
+        if type(label) is not int or not 0 <= label < 4:
+            raise ValueError(f"{where}: label must be an int 0-3, got {label!r}: fix or delete that line")
+        for i, ending in enumerate(endings):
+            if not ending.strip():  # ' ' + '' would score a lone space
+                raise ValueError(f"{where}: ending {i} is empty, there are no tokens to score: "
+                                 f"fix or delete that line")
+        items.append(item)
     if not items:
         raise ValueError(f"{path} holds no items: point --data_file at a HellaSwag JSONL file")
     return items

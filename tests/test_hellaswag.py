@@ -134,6 +134,13 @@ def test_bad_lines_are_named(tmp_path, line, phrase):
         hellaswag.load_items(path)
 
 
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / 'latin1.jsonl'
+    path.write_bytes(json.dumps(dict(ITEM, ctx='a caf\u00e9'), ensure_ascii=False).encode('latin-1') + b'\n')
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))} is not UTF-8 text"):
+        hellaswag.load_items(path)
+
+
 def test_ending_empty_after_tokenization():
     class DropsSpaces:  # an encoder that yields no tokens for whitespace
         def encode(self, text):
