@@ -170,8 +170,8 @@ def write_dataset(data_dir, base, splits, block_size):
     by side, and meta.pkl with the tokenizer's definition (characters: stoi/itos; a trained BPE: bpe.json
     beside it; GPT-2: nothing), its special tokens and the boundary id (bos_id). A conversation longer than
     block_size + 1 tokens (a row and its targets) can't be trained on whole: it is skipped, and counted.
-    Returns {split: (conversations kept, their tokens, skipped as too long, skipped for characters outside
-    the vocabulary)}. """
+    Returns {split: (conversations kept, their tokens (not the filler), skipped as too long, skipped for characters
+    outside the vocabulary)}. """
     tok = chat_tokenizer(base)
     out, arrays = {}, {}
     for split, conversations in splits.items():
@@ -195,7 +195,8 @@ def write_dataset(data_dir, base, splits, block_size):
         out[split] = (kept, len(ids), too_long, unknown)
         # block_size filler tokens at the end, masked out, so that a row fits from every conversation's start
         # (conversation_starts), the last ones' too: the filler follows them, and causal attention keeps it from
-        # changing their predictions. Id 0 is an ordinary token, never the boundary that would start a row
+        # changing their predictions. Id 0 is an ordinary token (the special ones come after the base vocabulary),
+        # never the boundary that would start a row in the filler
         arrays[split] = (ids + [0] * block_size, mask + [0] * block_size)
     os.makedirs(data_dir, exist_ok=True)
     meta = {'vocab_size': tok.vocab_size, 'special_tokens': list(SPECIAL_TOKENS), 'base_vocab_size': base.vocab_size,

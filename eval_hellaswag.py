@@ -38,7 +38,7 @@ items = hellaswag.tokenize_items(items[:max_items or None], data_io.gpt2_encodin
 
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device)
 data_dir = runtime.dataset_dir(checkpoint) # a train.py run's dataset: its tokenizer must be GPT-2's
-hellaswag.check_model(model, load_tokenizer(data_dir) if data_dir and os.path.isdir(data_dir) else None)
+hellaswag.check_model(model, load_tokenizer(data_dir) if data_dir else None)
 model.to(rt.device).eval()
 if compile:
     model.compile() # in place: score_items calls the module itself

@@ -389,8 +389,8 @@ def ensure_writable(out_dir):
 
 
 def dataset_dir(checkpoint):
-    """ data/<dataset> of the run that wrote checkpoint (its tokenizer's folder), or None: OpenAI's GPT-2, or a
-    checkpoint older than the config it stores. """
+    """ data/<dataset> of the run that wrote checkpoint (its tokenizer's folder), or None: OpenAI's GPT-2, a
+    checkpoint older than the config it stores, or a folder not here (noted: GPT-2's BPE is assumed). """
     dataset = (checkpoint or {}).get('config', {}).get('dataset')
     if not dataset:
         return None
@@ -398,6 +398,7 @@ def dataset_dir(checkpoint):
     if not os.path.isdir(path):  # its tokenizer is out of sight: say why before GPT-2's BPE is assumed
         print(f"note: the model was trained on {path}, which is not in the current directory "
               f"({os.getcwd()}): assuming GPT-2's BPE; run from the folder that holds it")
+        return None
     return path
 
 

@@ -4,7 +4,8 @@ with: load_tokenizer(data_dir) returns
 - characters, when the dataset's meta.pkl has stoi/itos (read by data_io, which refuses pickled code);
 - a byte-level BPE trained on the dataset's own text, when the folder has bpe.json (written by train_bpe's
   tokenizer: JSON, so loading it runs no code);
-- else OpenAI's GPT-2 BPE (tiktoken).
+- else OpenAI's GPT-2 BPE (tiktoken): data_dir None, or a folder with neither (a GPT-2 BPE dataset); a
+  folder that doesn't exist is an error, not GPT-2's.
 Each has encode(text) (special tokens written in the text become their ids), encode_ordinary(text) (all of
 it is text), decode(ids) (ids past the vocabulary, such as GPT-2's padding to 50304, show as <|pad:id|>),
 vocab_size, special_tokens ({name: id}), token_bytes (UTF-8 bytes per id, for bits per byte) and to_hf()
@@ -296,7 +297,10 @@ def gpt2_tokenizer():
 
 def load_tokenizer(data_dir=None):
     """ The tokenizer of the dataset folder data_dir (characters, a trained BPE, else GPT-2's BPE), with
-    the extra special tokens its meta.pkl lists; data_dir None (a model without a dataset): GPT-2's. """
+    the extra special tokens its meta.pkl lists; data_dir None (a model without a dataset): GPT-2's. A data_dir
+    that doesn't exist is a FileNotFoundError: a mistyped name would otherwise read ids as GPT-2's. """
+    if data_dir and not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"dataset folder {data_dir} not found: check its name, or prepare that dataset first")
     meta = read_meta(data_dir) if data_dir else {}
     bpe_path = os.path.join(data_dir, BPE_FILE) if data_dir else None
     if 'stoi' in meta and 'itos' in meta:

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 from conftest import closed_port_url, copy_prepare, error_line, run_script, tiny_text
-from data_io import MIN_SPLIT_TOKENS, load_meta, open_tokens, read_meta, write_char_dataset, write_tokens
+from data_io import (MIN_SPLIT_TOKENS, load_meta, open_tokens, read_meta, write_char_dataset, write_documents,
+                     write_tokens)
 
 
 def prepare(data_dir, *args, check=True, env=None):
@@ -127,7 +128,8 @@ def test_download_cut_off_is_clear_and_leaves_nothing(tmp_path, path, phrase):
         url = f"http://127.0.0.1:{server.server_address[1]}/{path}"
         p = prepare(data_dir, f"--url={url}", check=False)
         server.shutdown()
-    assert phrase in error_line(p, f"could not download {url}")
+    last = error_line(p, f"could not download {url}")
+    assert phrase in last and f"put the file at {data_dir / 'input.txt'} by hand" in last
     assert [f.name for f in data_dir.iterdir()] == ['prepare.py']  # no truncated input.txt, no temporary file
 
 
@@ -390,6 +392,18 @@ def test_openwebtext_null_document_is_one_line(tmp_path, request, tokenizer):
     error_line(p, "a document's 'text' is None, not text: drop those records")
     mine = tmp_path / 'repo' / 'data' / 'mine'
     assert not mine.exists() or outputs(mine) == {}
+
+
+def test_write_documents_null_is_a_value_error(tmp_path):
+    """ The GPT-2 path's writer on a null document: the ValueError prepare.py prints, checked without GPT-2's
+    files through a byte-level tiktoken encoding (write_documents takes any). """
+    import tiktoken
+    from datasets import Dataset
+    enc = tiktoken.Encoding('bytes', pat_str=r'.+', mergeable_ranks={bytes([i]): i for i in range(256)},
+                            special_tokens={'<|endoftext|>': 256})
+    docs = Dataset.from_dict({'body': ['some text'] * 3 + [None]})
+    with open(tmp_path / 'x.bin', 'wb') as f, pytest.raises(ValueError, match="a document's 'body' is None, not text"):
+        write_documents(docs, f, 'body', num_threads=1, enc=enc)
 
 
 # -----------------------------------------------------------------------------

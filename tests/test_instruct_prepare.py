@@ -123,6 +123,7 @@ def test_bad_input_is_one_line_each(tmp_path):
     error_line(prepare(repo, '--data_files=latin1.jsonl', check=False), 'latin1.jsonl is not UTF-8 text')
     error_line(prepare(repo, '--data_files=missing.jsonl', check=False), 'no file matches')
     error_line(prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/nothing', check=False), 'prepare that dataset')
+    error_line(prepare(repo, '--data_files=a.jsonl', '--seed=-1', check=False), 'seed must be >= 0, got -1')
     # offline (conftest sets HF_HUB_OFFLINE), the hub fails at once and names the local alternative
     error_line(prepare(repo, '--dataset=yahma/alpaca-cleaned', check=False), '--data_files=<file.jsonl>')
     assert not (repo / 'data' / 'instruct' / 'train.bin').exists()
@@ -147,8 +148,11 @@ def test_the_offline_demo_holds_its_eval_words_out_of_training(tmp_path):
                'lacks the characters')
     error_line(run_script(data_dir / 'prepare.py', '--base_dataset=typo', cwd=repo, check=False),
                'data/typo has no meta.pkl: run python data/typo/prepare.py first')
-    error_line(run_script(data_dir / 'prepare.py', '--base_dataset=base', '--heldout_words=0', cwd=repo, check=False),
-               'at least 1 held-out word')
+    for bad in ('--heldout_words=0', '--heldout_words=-3'):  # -3 would hold out all words but 3
+        error_line(run_script(data_dir / 'prepare.py', '--base_dataset=base', bad, cwd=repo, check=False),
+                   'at least 1 held-out word')
+    error_line(run_script(data_dir / 'prepare.py', '--base_dataset=base', '--seed=-1', cwd=repo, check=False),
+               'seed must be >= 0, got -1')
 
 
 def test_records_with_characters_outside_the_vocabulary_are_skipped_and_counted(tmp_path):

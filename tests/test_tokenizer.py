@@ -112,6 +112,17 @@ def test_load_tokenizer_picks_the_datasets(tmp_path, bpe):
         tok.special_id('<|assistant_end|>')
 
 
+def test_load_tokenizer_of_a_missing_folder_names_it(tmp_path):
+    """ A dataset folder that isn't there (a mistyped name) is an error naming it, not GPT-2's BPE in its place. """
+    with pytest.raises(FileNotFoundError, match=r"dataset folder \S*typo not found: check its name, or prepare"):
+        load_tokenizer(tmp_path / 'typo')
+
+
+def test_gpt2_for_no_dataset_and_for_a_gpt2_dataset(tmp_path, gpt2):
+    os.makedirs(tmp_path / 'gpt2ids')  # a GPT-2 BPE dataset: .bin files, no meta.pkl nor bpe.json
+    assert load_tokenizer(None).kind == load_tokenizer(tmp_path / 'gpt2ids').kind == 'gpt2'
+
+
 def test_training_is_deterministic():
     text = tiny_text() + TRICKY * 5
     a, b = train_bpe([text], 500), train_bpe([text[:20000], text[20000:]], 500)
@@ -265,6 +276,17 @@ def test_sample_refuses_a_checkpoint_of_another_vocabulary(tmp_path):
     save_checkpoint(tmp_path / 'out', tiny_gpt(vocab_size=70, n_layer=1, n_head=2, n_embd=16, block_size=16))
     p = run_script('sample.py', '--out_dir=out', '--device=cpu', '--max_new_tokens=3', cwd=tmp_path, check=False)
     error_line(p, "the model's vocab_size is 70 but the dataset's tokenizer has")
+
+
+def test_sample_with_gpt2_when_the_dataset_folder_is_elsewhere(tmp_path, gpt2):
+    """ A checkpoint of a GPT-2 BPE dataset whose folder is not here (another machine) still samples, with GPT-2's
+    BPE, as runtime.dataset_dir notes. """
+    save_checkpoint(tmp_path / 'out', tiny_gpt(vocab_size=50304, n_layer=1, n_head=2, n_embd=16, block_size=16),
+                    'owt_elsewhere')
+    p = run_script('sample.py', '--out_dir=out', '--device=cpu', '--dtype=float32', '--num_samples=1',
+                   '--max_new_tokens=3', '--start=Hello', cwd=tmp_path)
+    assert 'note: the model was trained on data/owt_elsewhere, which is not in the current directory' in p.stdout
+    assert 'No meta.pkl found, assuming GPT-2 encodings' in p.stdout and p.stdout.rstrip().endswith('---------------')
 
 
 # -----------------------------------------------------------------------------

@@ -63,6 +63,8 @@ try:
         raise ValueError(f"block_size must be at least 8, got {block_size}")
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    if seed < 0:  # numpy's generator would stop with "expected non-negative integer", naming no setting
+        raise ValueError(f"seed must be >= 0, got {seed}")
     if tokenizer != 'gpt2' and not os.path.exists(os.path.join(tokenizer, 'meta.pkl')) and \
             not os.path.exists(os.path.join(tokenizer, BPE_FILE)):
         raise ValueError(f"tokenizer={tokenizer!r} is neither 'gpt2' nor a dataset folder with meta.pkl or bpe.json: "

@@ -58,7 +58,9 @@ try:
                          f"least 1 held-out word and 1 <= min_len <= max_len")
     if block_size < 8:
         raise ValueError(f"block_size must be at least 8, got {block_size}")
-    if not os.path.isfile(os.path.join(base_dir, 'meta.pkl')):  # else load_tokenizer would take GPT-2's BPE
+    if seed < 0:  # numpy's generator would stop with "expected non-negative integer", naming no setting
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if not os.path.isfile(os.path.join(base_dir, 'meta.pkl')):  # else GPT-2's BPE, or load_tokenizer's bare 'not found'
         raise ValueError(f"data/{base_dataset} has no meta.pkl: run python data/{base_dataset}/prepare.py first, "
                          f"or name a prepared character dataset with --base_dataset")
     base = load_tokenizer(base_dir)
