@@ -14,6 +14,7 @@ import sys
 import tempfile
 import warnings
 from contextlib import nullcontext
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import torch
@@ -113,6 +114,20 @@ def pack_for_cpu(model, rt):
     return model
 
 
+def compile_in_place(model, warm_up):
+    """ model.compile(), in place (the module's own calls, generate's too, run compiled), compiled now by warm_up()
+    (a first call): a compiler that fails falls back to eager here, with a warning, instead of stopping the run
+    later with a traceback. Returns whether the model runs compiled. """
+    model.compile()
+    try:
+        warm_up()
+        return True
+    except Exception as e:
+        model._compiled_call_impl = None  # what nn.Module.compile set: the module's calls run eager again
+        print(f"warning: torch.compile failed, running without it ({type(e).__name__}: {first_line(e)})")
+        return False
+
+
 def grad_scaler(rt, sharded=False):
     """ fp16 gradients underflow without loss scaling; bf16 and fp32 need none (the scaler is a no-op).
     sharded (FSDP): each rank sees only its shards of the gradients, so an inf found on one rank must skip
@@ -196,14 +211,26 @@ def model_state_bytes(model):
 # -----------------------------------------------------------------------------
 # checkpoints
 
+# the original nanoGPT's GPTConfig fields: its scripts build GPTConfig(**model_args), so our checkpoints keep
+# model_args to these and put the fields it lacks (model_type, activation) under 'model_extra'
+NANOGPT_MODEL_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')
+
+
+def model_args_entries(config):
+    """ The checkpoint entries that rebuild a model of GPTConfig config: {'model_args': ..., 'model_extra': ...}. """
+    args = asdict(config)
+    return {'model_args': {k: args.pop(k) for k in NANOGPT_MODEL_ARGS}, 'model_extra': args}
+
+
 def upgrade_legacy(checkpoint):
     """ The original nanoGPT's checkpoint layout, read as ours (in place): keys of a torch.compile'd model,
     the causal-mask buffers of its pre-SDPA attention, no activation (it trained with the erf GELU),
-    best_val_loss as a tensor. """
+    best_val_loss as a tensor. model_args takes model_extra's fields too. """
     if 'model' in checkpoint:
         checkpoint['model'] = {k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()
                                if not k.endswith('.attn.bias')}
-    checkpoint['model_args'] = {'activation': 'gelu_exact', **checkpoint['model_args']}
+    checkpoint['model_args'] = {'activation': 'gelu_exact', **checkpoint['model_args'],
+                                **checkpoint.get('model_extra', {})}
     if 'best_val_loss' in checkpoint:
         checkpoint['best_val_loss'] = float(checkpoint['best_val_loss'])
     return checkpoint

@@ -251,9 +251,10 @@ def test_checkpoint_layout(runs):
     assert os.listdir(cwd / 'fsdp') == ['ckpt.dcp']  # no temporary or old folder left
     assert sorted(os.listdir(cwd / 'fsdp' / 'ckpt.dcp')) == ['.metadata', '__0_0.distcp', '__1_0.distcp']
     a, b = weights(cwd / 'ddp'), weights(cwd / 'fsdp')
-    assert set(a) == set(b) == {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'lora',
-                                'quantize', 'scaler'}
-    assert a['model_args'] == b['model_args'] and a['iter_num'] == b['iter_num'] == 6
+    assert set(a) == set(b) == {'model', 'optimizer', 'model_args', 'model_extra', 'iter_num', 'best_val_loss',
+                                'config', 'lora', 'quantize', 'scaler'}
+    assert a['model_args'] == b['model_args'] and a['model_extra'] == b['model_extra']
+    assert a['iter_num'] == b['iter_num'] == 6
     assert b['lora'] is None and b['quantize'] is None
     assert abs(a['best_val_loss'] - b['best_val_loss']) <= TOL
     assert b['config']['fsdp'] is True and b['config']['dataset'] == 'tiny_char'

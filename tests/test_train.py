@@ -62,13 +62,15 @@ def test_checkpoint_layout(base_run):
     cwd, _ = base_run
     assert os.listdir(cwd / 'out') == ['ckpt.pt']  # the atomic save left no temporary file
     ckpt = load(cwd / 'out' / 'ckpt.pt')
-    assert set(ckpt) == {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config', 'lora', 'scaler',
-                         'quantize'}
+    assert set(ckpt) == {'model', 'optimizer', 'model_args', 'model_extra', 'iter_num', 'best_val_loss', 'config',
+                         'lora', 'scaler', 'quantize'}
     assert not any(k.startswith(('_orig_mod.', 'module.')) for k in ckpt['model'])
+    # model_args holds the original nanoGPT's GPTConfig fields only, so that its sample.py loads the checkpoint
+    # (GPTConfig(**model_args)); the fields it lacks are apart
     assert ckpt['model_args'] == dict(block_size=32, vocab_size=read_meta(cwd / 'data' / 'tiny_char')['vocab_size'],
-                                      n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=False, model_type='gpt',
-                                      activation='gelu_exact')
-    assert set(ckpt['model_args']) == {f.name for f in fields(GPTConfig)}
+                                      n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=False)
+    assert ckpt['model_extra'] == dict(model_type='gpt', activation='gelu_exact')
+    assert set(ckpt['model_args']) | set(ckpt['model_extra']) == {f.name for f in fields(GPTConfig)}
     assert ckpt['iter_num'] == 12 and ckpt['lora'] is None and not ckpt['quantize']
     assert abs(ckpt['best_val_loss'] - min(val for _, val in step_losses(base_run[1]).values())) <= 5e-5
     assert ckpt['config']['dataset'] == 'tiny_char' and ckpt['config']['dtype'] == 'float32'
@@ -110,7 +112,7 @@ def test_relu_trains(straight_run):
     cwd, _, out = straight_run
     losses, steps = iter_losses(out), step_losses(out)
     assert losses[5] < losses[0] - 0.3 and steps[6][1] < steps[0][1] - 0.3
-    assert load(cwd / 'out' / 'ckpt.pt')['model_args']['activation'] == 'relu'
+    assert load(cwd / 'out' / 'ckpt.pt')['model_extra']['activation'] == 'relu'
 
 
 def test_gradient_accumulation_averages_the_micro_batches(tmp_path):
@@ -134,7 +136,7 @@ def test_original_nanogpt_checkpoint_resumes(base_run, tmp_path):
     assert step_losses(p.stdout)[12] == step_losses(out)[12]  # the same model (the erf GELU), the same numbers
     assert sorted(iter_losses(p.stdout)) == [12, 13]
     ckpt = load(tmp_path / 'orig' / 'ckpt.pt')
-    assert ckpt['iter_num'] == 14 and ckpt['model_args']['activation'] == 'gelu_exact'
+    assert ckpt['iter_num'] == 14 and ckpt['model_extra']['activation'] == 'gelu_exact'
 
 
 def test_eval_only_evaluates_and_exits(base_run):
@@ -206,7 +208,7 @@ def test_bigram_trains_and_resumes(char_workdir):
     assert abs(step_losses(p.stdout)[0][1] - math.log(vocab_size)) < 0.01  # about uniform at init
     assert np.mean([losses[i] for i in range(16, 20)]) < losses[0] - 0.5
     ckpt = load(char_workdir / 'out' / 'ckpt.pt')
-    assert ckpt['model_args']['model_type'] == 'bigram' and set(ckpt['model']) == {'token_embedding_table.weight'}
+    assert ckpt['model_extra']['model_type'] == 'bigram' and set(ckpt['model']) == {'token_embedding_table.weight'}
     p2 = train(char_workdir, '--model_type=bigram', '--max_iters=22', '--eval_interval=20', '--learning_rate=0.1',
                '--init_from=resume')
     assert step_losses(p2.stdout)[20] == step_losses(p.stdout)[20] and sorted(iter_losses(p2.stdout)) == [20, 21]
@@ -364,7 +366,7 @@ def test_init_from_another_runs_out_dir(base_run, tmp_path):
     assert step_losses(p.stdout)[0] == step_losses(out)[12]  # the same model, the same evaluation
     assert sorted(iter_losses(p.stdout)) == [0, 1, 2] and 'OpenAI' not in p.stdout
     ckpt = load(tmp_path / 'lora' / 'ckpt.pt')
-    assert ckpt['iter_num'] == 3 and ckpt['lora']['rank'] == 4 and ckpt['model_args']['activation'] == 'gelu_exact'
+    assert ckpt['iter_num'] == 3 and ckpt['lora']['rank'] == 4 and ckpt['model_extra']['activation'] == 'gelu_exact'
     assert (cwd / 'out' / 'ckpt.pt').read_bytes() == before
 
 
