@@ -40,10 +40,10 @@ model, checkpoint = runtime.load_model(init_from, out_dir, rt.device)
 data_dir = runtime.dataset_dir(checkpoint) # a train.py run's dataset: its tokenizer must be GPT-2's
 hellaswag.check_model(model, load_tokenizer(data_dir) if data_dir else None)
 model.to(rt.device).eval()
-if compile:
-    model.compile() # in place: score_items calls the module itself
-else:
-    runtime.pack_for_cpu(model, rt) # on a CPU: the weights in oneDNN's layout, a faster kernel (README)
+# compiled in place (score_items calls the module itself), its first call made now; eager on a CPU: the weights
+# in oneDNN's layout, a faster kernel (README)
+if not (compile and runtime.compile_in_place(model, lambda: hellaswag.score_items(model, items[:1], rt.ctx, rt.device))):
+    runtime.pack_for_cpu(model, rt)
 cropped = hellaswag.n_cropped(items, model.config.block_size)
 if cropped:
     print(f"note: {cropped} items are longer than block_size={model.config.block_size}: their context is cropped from the left")

@@ -44,10 +44,6 @@ model.eval()
 model.to(rt.device)
 if quantize and quantize != (checkpoint or {}).get('quantize'):
     quantize_model(model, quantize)
-if compile:
-    model.compile() # in place, so that generate's calls to self() run compiled (torch.compile(model) wouldn't)
-else:
-    runtime.pack_for_cpu(model, rt) # on a CPU: the weights in oneDNN's layout, a faster kernel (README)
 
 # the tokenizer of the dataset the model was trained on (characters or a trained BPE), else GPT-2's
 data_dir = runtime.dataset_dir(checkpoint)
@@ -74,6 +70,14 @@ if len(start_ids) > block_size:
     print(f"note: the prompt has {len(start_ids)} tokens, more than block_size={block_size}: keeping the last {block_size}")
     start_ids = start_ids[-block_size:]
 x = (torch.tensor(start_ids, dtype=torch.long, device=rt.device)[None, ...])
+
+# compiled in place, so that generate's calls to self() run compiled (torch.compile(model) wouldn't), its first
+# calls made now (a prefill and a decode step); eager on a CPU: the weights in oneDNN's layout, a faster kernel (README)
+def warm_up():
+    with torch.no_grad(), rt.ctx:
+        model.generate(x, 2, use_kv_cache=use_kv_cache)
+if not (compile and runtime.compile_in_place(model, warm_up)):
+    runtime.pack_for_cpu(model, rt)
 
 # run generation, seeded here: building the model draws random numbers (its init) that must not change the samples
 torch.manual_seed(seed)

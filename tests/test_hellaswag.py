@@ -196,6 +196,17 @@ def test_script_matches_hf(tmp_path, hf_gpt2_dir, models, gpt2):
     assert 'note: 1 items are longer than block_size=64' in p.stdout
 
 
+@pytest.mark.slow
+def test_a_compiler_that_fails_falls_back_to_eager(tmp_path, hf_gpt2_dir, gpt2):
+    """ --compile=True where the compiler fails (no working C++ compiler): a warning, then the eager scores. """
+    path = write_jsonl(tmp_path / 'val.jsonl', made_up_items())
+    args = [f'--init_from={hf_gpt2_dir}', f'--data_file={path}', '--device=cpu', '--dtype=float32']
+    eager = run_script('eval_hellaswag.py', *args, cwd=tmp_path)
+    fallen = run_script('eval_hellaswag.py', *args, '--compile=True', cwd=tmp_path, env={'CXX': '/bin/false'})
+    assert 'warning: torch.compile failed, running without it' in fallen.stdout
+    assert scores(fallen.stdout) == scores(eager.stdout) and len(scores(eager.stdout)) == 1
+
+
 def scores(out):
     return re.findall(r'^hellaswag: (\d+) items, acc ([\d.]+), acc_norm ([\d.]+)', out, re.M)
 

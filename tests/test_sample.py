@@ -233,6 +233,18 @@ def test_compile_gives_the_same_greedy_samples(workdir):
     assert output(compiled).split('Loading meta')[1] == output(eager).split('Loading meta')[1]
 
 
+@pytest.mark.slow
+def test_a_compiler_that_fails_falls_back_to_eager(workdir):
+    """ --compile=True where the compiler fails (no working C++ compiler): a warning, then the samples eager
+    generation gives, not a traceback. """
+    wd = workdir[0]
+    args = ['--out_dir=out_char', '--num_samples=2', '--max_new_tokens=20', '--seed=3']
+    eager = sample(*args, cwd=wd)
+    fallen = sample(*args, '--compile=True', cwd=wd, env={'CXX': '/bin/false'})
+    warning, = [line for line in output(fallen).splitlines(True) if line.startswith('warning: torch.compile failed')]
+    assert output(fallen).replace(warning, '').split('Loading meta')[1] == output(eager).split('Loading meta')[1]
+
+
 def test_lora_checkpoint(workdir, tmp_path):
     """ A LoRA checkpoint (adapters trained away from zero) samples what the adapted model generates. """
     wd, meta, models = workdir
