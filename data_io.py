@@ -90,12 +90,26 @@ class atomic_open:
                 os.remove(self.tmp)
         if done:
             os.replace(self.tmp, self.path)
-            dir_fd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-            try:  # the rename is durable once the directory is synced
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_path(os.path.dirname(os.path.abspath(self.path)))  # the rename is durable once its folder is synced
         return False
+
+
+def fsync_path(path):
+    """ A file's bytes, or a folder's entries (the names created or renamed in it), pushed to the disk. """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path):
+    """ fsync_path on every file and folder under path, path last: a folder written whole, on the disk
+    before it is renamed into place. """
+    for root, _, files in os.walk(path, topdown=False):
+        for name in files:
+            fsync_path(os.path.join(root, name))
+        fsync_path(root)
 
 
 def write_tokens(path, ids, dtype):

@@ -14,6 +14,7 @@ import shutil
 import torch
 
 import runtime
+from data_io import fsync_path, fsync_tree
 from model import HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
 from quantize import dequantize
 from tokenizer import load_tokenizer
@@ -80,12 +81,14 @@ try:
     model_hf.save_pretrained(tmp)
     if hf_tokenizer is not None:
         hf_tokenizer.save_pretrained(tmp)
-    if os.path.isdir(to) and os.listdir(to):  # --force: move the old one aside until the new one is in place
+    fsync_tree(tmp)  # on the disk before it takes the name: a power cut can't leave unwritten files under it
+    replacing = os.path.isdir(to) and os.listdir(to)
+    if replacing:  # --force: move the old one aside until the new one is in place
         os.rename(to, tmp + '-old')
-        os.rename(tmp, to)
+    os.rename(tmp, to)  # also replaces an empty directory
+    fsync_path(os.path.dirname(path))  # the renames, durable
+    if replacing:
         shutil.rmtree(tmp + '-old')
-    else:
-        os.rename(tmp, to)  # also replaces an empty directory
 except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

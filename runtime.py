@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import torch
 
-from data_io import atomic_open, hub_reachable
+from data_io import atomic_open, fsync_path, fsync_tree, hub_reachable
 from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
 from quantize import pack, quantize
 
@@ -327,10 +327,12 @@ def save_sharded_checkpoint(checkpoint, model, optimizer, out_dir):
     try:
         dcp.save(dict(checkpoint, model=model_state, optimizer=optimizer_state), checkpoint_id=tmp)
         if rank0:
+            fsync_tree(tmp)  # every rank's files (dcp synced them) and the folder's entries, before the rename
             if os.path.isdir(path):
                 shutil.rmtree(old, ignore_errors=True)
                 os.rename(path, old)
             os.rename(tmp, path)
+            fsync_path(out_dir)
             shutil.rmtree(old, ignore_errors=True)
             if os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):  # the run without FSDP that this one resumed
                 os.remove(os.path.join(out_dir, 'ckpt.pt'))

@@ -4,10 +4,12 @@ checkpoint's model; bad input fails with a clear error and never overwrites a mo
 
 import json
 import os
+import runpy
+import sys
 
 import pytest
 import torch
-from conftest import all_logits, error_line, perturb_adapters, run_script, save_checkpoint
+from conftest import ROOT, all_logits, error_line, perturb_adapters, run_script, save_checkpoint
 from transformers import GPT2LMHeadModel
 
 from model import GPT, GPTConfig, LORA_TARGETS, Bigram, apply_lora
@@ -99,6 +101,38 @@ def test_export_refuses_to_overwrite(tmp_path):
         p = run_script('export.py', '--out_dir=out', f'--to={to}', '--force=True', cwd=tmp_path, check=False)
         error_line(p, f"--to={to} holds the checkpoint's out_dir out, which replacing it would delete")
         assert os.listdir(tmp_path / 'out') == ['ckpt.pt']
+
+
+def test_export_reaches_the_disk_before_it_takes_the_name(tmp_path, monkeypatch):
+    """ --force over an older export: every file written, and its folder, is fsynced before the rename into
+    place, and the parent folder after it, so that a power cut leaves the old model or the new one under the
+    name, never files that never reached the disk. """
+    save_checkpoint(tmp_path / 'out', random_gpt())
+    (tmp_path / 'hf').mkdir()
+    (tmp_path / 'hf' / 'old.txt').write_text('an older export')
+    events, real_fsync, real_rename = [], os.fsync, os.rename
+
+    def fsync(fd):
+        events.append(('fsync', os.readlink(f'/proc/self/fd/{fd}')))
+        real_fsync(fd)
+
+    def rename(a, b):
+        events.append(('rename', os.path.realpath(a), os.path.realpath(b)))
+        real_rename(a, b)
+    monkeypatch.setattr(os, 'fsync', fsync)
+    monkeypatch.setattr(os, 'rename', rename)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'argv', ['export.py', '--out_dir=out', '--to=hf', '--force=True'])
+    runpy.run_path(str(ROOT / 'export.py'), run_name='__main__')
+    hf = os.path.realpath(tmp_path / 'hf')
+    into_place = next(i for i, e in enumerate(events) if e[0] == 'rename' and e[2] == hf)
+    tmp = events[into_place][1]
+    synced_before = {e[1] for e in events[:into_place] if e[0] == 'fsync'}
+    written = {os.path.join(tmp, name) for name in os.listdir(hf)}
+    assert 'config.json' in os.listdir(hf) and 'old.txt' not in os.listdir(hf)
+    assert written | {tmp} <= synced_before, sorted(written | {tmp} - synced_before)
+    assert ('fsync', os.path.realpath(tmp_path)) in events[into_place:]
+    assert sorted(os.listdir(tmp_path)) == ['hf', 'out']
 
 
 def test_export_errors(tmp_path):
