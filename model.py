@@ -177,9 +177,12 @@ def sample_next(logits, temperature=1.0, top_k=None):
 class LanguageModel(nn.Module):
     """ What GPT and Bigram share: parameter counting, the optimizer, MFU and generation. """
 
-    def get_num_params(self, non_embedding=True):
-        """ The number of parameters, tied weights once (GPT leaves out its position embeddings). A quantized
-        or packed Linear (quantize.py) keeps its weight in a buffer: it counts as in x out parameters all the same. """
+    def get_num_params(self, non_embedding=True, trainable=False):
+        """ The number of parameters, tied weights once (GPT leaves out its position embeddings); trainable: those
+        that require grad only. A quantized or packed Linear (quantize.py) keeps its weight in a buffer: it counts
+        as in x out (frozen) parameters all the same. """
+        if trainable:
+            return sum(p.numel() for p in self.parameters() if p.requires_grad)
         swapped = sum(m.in_features * m.out_features for m in self.modules() if hasattr(m, 'dequantized_weight'))
         return sum(p.numel() for p in self.parameters()) + swapped
 
@@ -205,8 +208,10 @@ class LanguageModel(nn.Module):
         return optimizer
 
     def flops_per_token(self):
-        """ Training FLOPs per token: 6N, 2N forward and 4N backward (GPT adds its attention). """
-        return 6 * self.get_num_params()
+        """ Training FLOPs per token: 2N forward, 2N backward for the activations' gradients and 2N for the
+        weights', of the trainable weights only: 6N in full training, less under LoRA, whose frozen base gets no
+        weight gradients (GPT adds its attention). """
+        return 4 * self.get_num_params() + 2 * self.get_num_params(trainable=True)
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
         """ Model FLOPs utilization: achieved FLOP/s over peak_flops (runtime.peak_flops gives the device's);
@@ -299,15 +304,15 @@ class GPT(LanguageModel):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def get_num_params(self, non_embedding=True):
+    def get_num_params(self, non_embedding=True, trainable=False):
         """
-        Return the number of parameters in the model.
+        Return the number of parameters in the model (trainable: those that require grad only).
         For non-embedding count (default), the position embeddings get subtracted.
         The token embeddings would too, except due to the parameter sharing these
         params are actually used as weights in the final layer, so we include them.
         """
-        n_params = super().get_num_params()
-        if non_embedding:
+        n_params = super().get_num_params(trainable=trainable)
+        if non_embedding and (self.transformer.wpe.weight.requires_grad or not trainable):
             n_params -= self.transformer.wpe.weight.numel()
         return n_params
 
