@@ -15,7 +15,7 @@ from collections import Counter, deque
 import runtime
 from chat_template import Chat, check_chat_tokenizer, from_record, naming_record, read_records, split_system
 from data_io import read_meta
-from quantize import check_quantize, quantize as quantize_model
+from quantize import check_quantize
 from tokenizer import TextStream, load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -53,8 +53,7 @@ data_dir = os.path.join('data', dataset) if dataset else runtime.dataset_dir(che
 tok = load_tokenizer(data_dir)
 if dataset:
     runtime.grow_vocab_for(model, read_meta(data_dir))
-if quantize and quantize != (checkpoint or {}).get('quantize'):
-    quantize_model(model, quantize)
+runtime.quantize_loaded(model, checkpoint, quantize)
 if dataset:
     check_chat_tokenizer(tok, f"data/{dataset}", "name an instruction dataset (one data/instruct/prepare.py wrote)")
 check_chat_tokenizer(tok, f"the model of {out_dir if init_from == 'resume' else init_from}")

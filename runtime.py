@@ -251,6 +251,16 @@ def model_from_checkpoint(checkpoint, dropout=None):
     return model
 
 
+def quantize_loaded(model, checkpoint, name):
+    """ sample.py's and chat.py's --quantize=name on a loaded model, in place: a QLoRA checkpoint's base is
+    quantized already, and stays so. """
+    saved = (checkpoint or {}).get('quantize')
+    require(not (name and saved and name != saved), f"the checkpoint's base is quantized to {saved} already (QLoRA): "
+                                                    f"drop --quantize={name}, or quantize what export.py writes (in full precision)")
+    if name and not saved:
+        quantize(model, name)
+
+
 def checkpoint_path(out_dir):
     """ The checkpoint a train.py run left in out_dir: ckpt.pt, or an FSDP run's ckpt.dcp folder (or, where a
     save was cut off between its two renames, ckpt.dcp.old); where a save of one kind was cut off before it
@@ -277,6 +287,8 @@ def load_checkpoint(path, device='cpu', dropout=None, sharded=False):
             return model_from_checkpoint(checkpoint, dropout).to(device), checkpoint
         checkpoint = torch.load(path, map_location=device, weights_only=True)
         return model_from_checkpoint(checkpoint, dropout), checkpoint
+    except OSError as e:  # the file can't be read (permissions), or a QLoRA one needs bitsandbytes: no sign of damage
+        raise OSError(f"cannot load {path}: {first_line(e)}") from None
     except Exception as e:  # a truncated file, a foreign pickle, tensors that don't fit the model
         raise ValueError(f"cannot load {path}, it is truncated, corrupt or not a train.py checkpoint "
                          f"({type(e).__name__}: {first_line(e)}); restore a copy or train a new one") from None

@@ -10,7 +10,7 @@ import torch
 
 import runtime
 from data_io import read_text
-from quantize import check_quantize, quantize as quantize_model
+from quantize import check_quantize
 from tokenizer import TextStream, load_tokenizer
 
 # -----------------------------------------------------------------------------
@@ -42,8 +42,7 @@ rt = runtime.setup(device, dtype)
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device, dropout=0.0)
 model.eval()
 model.to(rt.device)
-if quantize and quantize != (checkpoint or {}).get('quantize'):
-    quantize_model(model, quantize)
+runtime.quantize_loaded(model, checkpoint, quantize)
 
 # the tokenizer of the dataset the model was trained on (characters or a trained BPE), else GPT-2's
 data_dir = runtime.dataset_dir(checkpoint)

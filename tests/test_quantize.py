@@ -177,6 +177,16 @@ def test_bad_quantization_input_is_one_line(qlora_run, tmp_path):
     error_line(run_script('sample.py', '--out_dir=plain', *sample, cwd=tmp_path, check=False,
                           env={'PYTHONPATH': str(tmp_path / 'no_bnb')}),
                "needs bitsandbytes, which is not installed: pip install 'bitsandbytes")
+    # a QLoRA checkpoint read without bitsandbytes is intact: it says what to install, not that the file is corrupt
+    last = error_line(run_script('sample.py', f'--out_dir={cwd / "out"}', *sample[:-1], cwd=tmp_path, check=False,
+                                 env={'PYTHONPATH': str(tmp_path / 'no_bnb')}),
+                      f"cannot load {cwd / 'out' / 'ckpt.pt'}: quantize='nf4' needs bitsandbytes, which is not installed")
+    assert 'corrupt' not in last
+    # its base is NF4 already: int8 on top is refused with the way out
+    for script in ('sample.py', 'chat.py'):
+        error_line(run_script(script, f'--out_dir={cwd / "out"}', '--device=cpu', '--quantize=int8', cwd=cwd,
+                              check=False, input=''),
+                   "the checkpoint's base is quantized to nf4 already (QLoRA): drop --quantize=int8")
     with pytest.raises(ValueError, match='already quantized'):
         quantize(quantize(tiny_gpt(), 'nf4'), 'nf4')
     model = dequantize(quantize(tiny_gpt(), 'nf4'))
