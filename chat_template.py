@@ -159,6 +159,13 @@ def conversation_starts(tokens, boundary_id, block_size):
     return np.flatnonzero(tokens[:max(len(tokens) - block_size, 0)] == boundary_id)
 
 
+def rows_with_a_reply(starts, mask, block_size):
+    """ The starts whose row has a reply token (mask 1) among its block_size targets: a row of prompt alone has
+    no loss, and a batch of such rows a NaN one. A block_size shorter than a conversation's prompt leaves it out. """
+    seen = np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))  # seen[k]: reply tokens before offset k
+    return starts[seen[starts + 1 + block_size] - seen[starts + 1] > 0]
+
+
 def masked_targets(y, mask):
     """ Targets y with -1 (ignored by the loss) where mask is 0: the loss counts the replies only. """
     return y.masked_fill(mask == 0, -1)

@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import hellaswag
 import runtime
-from chat_template import conversation_starts, masked_targets
+from chat_template import conversation_starts, masked_targets, rows_with_a_reply
 from data_io import gpt2_encoding, open_tokens, read_meta
 from model import GPT2_SIZES, GPTConfig, apply_lora, build_model, merge_lora
 from quantize import dequantize, quantize as quantize_model
@@ -253,11 +253,18 @@ data = {split: open_tokens(data_dir, split, vocab_size=model.config.vocab_size, 
 masks, starts = None, None
 if 'bos_id' in meta:
     masks = {split: np.memmap(os.path.join(data_dir, f"{split}_mask.bin"), dtype=np.uint8, mode='r') for split in data}
-    starts = {split: conversation_starts(tokens, meta['bos_id'], block_size) for split, tokens in data.items()}
-    for split in data:
-        runtime.require(len(masks[split]) == len(data[split]) and len(starts[split]),
+    starts = {}
+    for split, tokens in data.items():
+        every = conversation_starts(tokens, meta['bos_id'], block_size)
+        runtime.require(len(masks[split]) == len(tokens) and len(every),
                         f"{data_dir}/{split}_mask.bin does not match {split}.bin, or no conversation fits "
                         f"block_size={block_size}: rerun the dataset's prepare.py")
+        starts[split] = rows_with_a_reply(every, masks[split], block_size)
+        runtime.require(len(starts[split]), f"no conversation of {split} has a reply within block_size={block_size}: "
+                                            f"raise --block_size")
+        if len(starts[split]) < len(every) and master_process:
+            print(f"note: {len(every) - len(starts[split])} of the {len(every)} conversations of {split} have no reply "
+                  f"within block_size={block_size}: their rows are left out")
 
 
 def get_batch(split, ix):

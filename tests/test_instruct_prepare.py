@@ -2,7 +2,8 @@
 ids and a reply mask side by side (characters, a trained BPE, GPT-2's BPE), with the tokenizer beside them so
 train.py and load_tokenizer read them back; bad input is one line each (a line that is not JSON, by number; a
 record of neither shape; an empty reply; no hub offline, naming --data_files); too-long conversations are
-skipped and counted, as are records with characters outside a character vocabulary."""
+skipped and counted, as are records with characters outside a character vocabulary; train.py at a shorter
+block_size leaves out the rows that hold no reply."""
 
 import json
 import re
@@ -96,6 +97,24 @@ def test_every_conversation_starts_a_row_and_a_one_conversation_val_split_trains
         assert np.array_equal(starts, np.flatnonzero(tokens == bos)) and len(starts) == n_conversations
     p = run_train(repo, *tiny_train_args(dataset='instruct', block_size=64, max_iters=2, eval_interval=2))
     assert sorted(step_losses(p.stdout)) == [0, 2]
+
+
+def test_rows_without_a_reply_target_are_not_drawn(tmp_path):
+    """ train.py at a block_size shorter than some prompts: a row from such a conversation's start holds no
+    reply among its targets and has no loss (a batch of them only, a NaN loss blamed on divergence). Those
+    rows are left out, with a note; where no row has a reply, one line says to raise block_size. """
+    repo = setup_repo(tmp_path)
+    long = {'instruction': 'the king ' * 6, 'input': '', 'output': 'no'}
+    write_jsonl(repo / 'a.jsonl', [ALPACA[0], long] * 8)
+    prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/tiny_char', '--block_size=64', '--val_fraction=0.25')
+    p = run_train(repo, *tiny_train_args(dataset='instruct', block_size=20, batch_size=16, max_iters=2,
+                                         eval_interval=2))
+    notes = re.findall(r'^note: (\d+) of the (\d+) conversations of (train|val) have no reply within block_size=20', p.stdout, re.M)
+    assert sorted(split for _, _, split in notes) == ['train', 'val']  # the 8 long prompts of the 16, in both splits
+    assert (sum(int(a) for a, _, _ in notes), sum(int(b) for _, b, _ in notes)) == (8, 16)
+    assert sorted(step_losses(p.stdout)) == [0, 2]
+    error_line(run_train(repo, *tiny_train_args(dataset='instruct', block_size=8, max_iters=2), check=False),
+               'no conversation of train has a reply within block_size=8: raise --block_size')
 
 
 def test_too_long_conversations_are_skipped_and_counted(tmp_path):
