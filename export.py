@@ -28,6 +28,7 @@ exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator
 
 runtime.errors_as_one_line()
 runtime.require(to, "no output directory: pass --to=<dir> for the Hugging Face model")
+to = os.path.expanduser(to) # the shell leaves --to=~/x as it is: the home folder, not a folder named '~' here
 runtime.require(not os.path.exists(to) or os.path.isdir(to), f"{to} exists and is not a directory: pass another --to")
 runtime.require(not (os.path.isdir(to) and os.listdir(to)) or force,
                 f"{to} is not empty: pass another --to, or --force=True to replace it")

@@ -27,12 +27,14 @@ DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch
 
 
 def errors_as_one_line():
-    """ A ValueError or OSError that reaches the top of the script prints as one line, exit code 1;
-    anything else is a bug and keeps its traceback. """
+    """ A ValueError or OSError that reaches the top of the script prints as one line, exit code 1 (a reader of
+    stdout that has gone, none); anything else is a bug and keeps its traceback. """
     default = sys.excepthook
 
     def hook(kind, e, tb):
-        if issubclass(kind, (ValueError, OSError)):
+        if issubclass(kind, BrokenPipeError):  # the reader has gone (| head): stop quietly, as Unix tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush of stdout, too
+        elif issubclass(kind, (ValueError, OSError)):
             print(f"error: {first_line(e)}", file=sys.stderr)
         else:
             default(kind, e, tb)

@@ -34,6 +34,7 @@ runtime.errors_as_one_line()
 runtime.require(max_new_tokens > 0, f"max_new_tokens must be > 0, got {max_new_tokens}")
 runtime.require(num_samples > 0, f"num_samples must be > 0, got {num_samples}")
 runtime.require(top_k >= 0, f"top_k must be >= 0 (0 keeps all tokens), got {top_k}")
+runtime.require(temperature > 0, f"temperature must be > 0, got {temperature}; use --top_k=1 for greedy samples")
 check_quantize(quantize)
 if start.startswith('FILE:'):
     start = read_text(start[5:])

@@ -96,6 +96,11 @@ def test_export_refuses_to_overwrite(tmp_path):
     run_script('export.py', '--out_dir=out', '--to=hf', '--force=True', cwd=tmp_path)
     assert 'keep.txt' not in os.listdir(tmp_path / 'hf') and 'config.json' in os.listdir(tmp_path / 'hf')
     assert sorted(os.listdir(tmp_path)) == ['hf', 'out']
+    # ~ is the home folder (the shell leaves it as it is after --to=), not a folder named '~' here
+    (tmp_path / 'home' / 'hf').mkdir(parents=True)
+    (tmp_path / 'home' / 'hf' / 'keep.txt').write_text('precious')
+    p = run_script('export.py', '--out_dir=out', '--to=~/hf', cwd=tmp_path, check=False, env={'HOME': str(tmp_path / 'home')})
+    error_line(p, f"{tmp_path / 'home' / 'hf'} is not empty")
     # --force never replaces the checkpoint's own folder, or one holding it: that would delete ckpt.pt
     for to in ('out', '.'):
         p = run_script('export.py', '--out_dir=out', f'--to={to}', '--force=True', cwd=tmp_path, check=False)

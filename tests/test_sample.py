@@ -5,7 +5,9 @@ equal the decoded output of model.generate run here, with the same seed, on the 
 its tokens come, and the streamed text is that text."""
 
 import copy
+import os
 import runpy
+import subprocess
 import sys
 
 import numpy as np
@@ -202,6 +204,7 @@ def test_prompt_longer_than_block_size_is_cropped(workdir):
     (['--start=FILE:latin1.txt'], "latin1.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
     (['--max_new_tokens=0'], "max_new_tokens must be > 0"),
     (['--temperature=0.0'], "temperature must be > 0"),
+    (['--temperature=-1', '--out_dir=missing'], "temperature must be > 0, got -1.0; use --top_k=1"),  # before loading
     (['--init_from=gpt3'], "unknown init_from 'gpt3'"),
     (['--start='], "the prompt is empty"),
 ])
@@ -243,6 +246,16 @@ def test_a_compiler_that_fails_falls_back_to_eager(workdir):
     fallen = sample(*args, '--compile=True', cwd=wd, env={'CXX': '/bin/false'})
     warning, = [line for line in output(fallen).splitlines(True) if line.startswith('warning: torch.compile failed')]
     assert output(fallen).replace(warning, '').split('Loading meta')[1] == output(eager).split('Loading meta')[1]
+
+
+def test_a_reader_that_stops_early_stops_it_quietly(workdir):
+    """ sample.py | head: once the reader has gone, sample.py stops without an error message, as Unix tools do
+    (100,000 characters: more than a pipe holds, so it writes after head has gone). """
+    wd = workdir[0]
+    p = subprocess.run(f'{sys.executable} {ROOT / "sample.py"} --device=cpu --out_dir=out_char --num_samples=50 '
+                       f'--max_new_tokens=2000 | head -c 20', shell=True, cwd=wd, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    assert len(p.stdout) == 20 and p.stderr == ''
 
 
 def test_lora_checkpoint(workdir, tmp_path):
