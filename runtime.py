@@ -7,9 +7,11 @@ script fails: library code raises ValueError or OSError with a sentence naming t
 fix, and errors_as_one_line() makes the script print it as `error: ...` and exit 1.
 """
 
+import atexit
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import warnings
@@ -32,16 +34,20 @@ def errors_as_one_line():
     default = sys.excepthook
 
     def hook(kind, e, tb):
-        if issubclass(kind, BrokenPipeError):  # the reader has gone (| head): stop quietly, as Unix tools do
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush of stdout, too
+        if issubclass(kind, BrokenPipeError) and stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode):
+            # stdout's reader has gone (| head): stop quietly, as Unix tools do, the exit's flush of stdout too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         elif issubclass(kind, (ValueError, OSError)):
             print(f"error: {first_line(e)}", file=sys.stderr)
         else:
             default(kind, e, tb)
         dist = sys.modules.get('torch.distributed')
         if dist is not None and dist.is_available() and dist.is_initialized():
-            # a process group left to the interpreter's exit can abort it (a C++ thread still running)
+            # a process group left to the interpreter's exit can abort it (a C++ thread still running), and so,
+            # now and then, can its threads' destructors once it is destroyed: once the error is printed (torch
+            # prints it after this hook, with the rank), the exit skips them
             dist.destroy_process_group()
+            atexit.register(lambda: (sys.stdout.flush(), sys.stderr.flush(), os._exit(1)))
     sys.excepthook = hook
 
 
