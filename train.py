@@ -215,7 +215,7 @@ if master_process:
 meta = read_meta(data_dir)
 if init_from != 'resume': # on resume, the checkpoint has grown already
     runtime.grow_vocab_for(model, meta)
-model_args = runtime.model_args_entries(model.config) # what runtime.model_from_checkpoint needs to rebuild it
+model_entries = runtime.model_args_entries(model.config) # model_args, model_extra: what rebuilds it
 if lora and init_from != 'resume': # on resume, the checkpoint rebuilt its adapters
     apply_lora(model, **lora)
 if lora and 'bos_id' in meta: # the special tokens' embeddings must learn: with LoRA, the embedding trains too
@@ -439,7 +439,7 @@ while True:
             best_val_loss = min(best_val_loss, losses['val'])
             if iter_num > 0 and not eval_only:
                 checkpoint = { # 'model' and 'optimizer' added below: FSDP saves sharded state dicts of its own
-                    **model_args,
+                    **model_entries,
                     'iter_num': iter_num,
                     'best_val_loss': best_val_loss,
                     'config': config,
