@@ -180,6 +180,40 @@ def format_mfu(mfu):
 # -----------------------------------------------------------------------------
 # FSDP: sharding around the model
 
+_left = False  # leave_process_group destroyed the group: the exit skips the interpreter's finalization
+
+
+def join_process_group(backend, **kwargs):
+    """ init_process_group, and the exit handler that leave_process_group arms, registered now so that it runs
+    after the handlers registered later (wandb's). """
+    import torch.distributed as dist
+    global _left
+    dist.init_process_group(backend=backend, **kwargs)
+    _left = False
+    atexit.unregister(_exit_unfinalized)
+    atexit.register(_exit_unfinalized)
+
+
+def leave_process_group():
+    """ A DDP or FSDP run's end on every rank: together, each rank's collectives finished, the group destroyed,
+    and then out without the interpreter's finalization. A device mesh (FSDP's) keeps the gloo group and its
+    worker threads alive past destroy_process_group, and such a thread that lets go of a collective's tensors
+    once finalization began dies taking the GIL and aborts the process ('terminate called without an active
+    exception', exit -6, now and then after a run that finished and saved; pytorch#190489). """
+    import torch.distributed as dist
+    global _left
+    dist.barrier()
+    dist.destroy_process_group()
+    _left = not dist.is_initialized()
+
+
+def _exit_unfinalized():
+    if _left:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1 if hasattr(sys, 'last_value') else 0)  # last_value: an error reached the top after leaving
+
+
 def shard_model(model, device_type, ptdtype, world_size):
     """ FSDP2, in place: the parameters of each Block, then the rest (embeddings, ln_f, lm_head: the root)
     split in dim 0 across the world_size ranks and moved to device_type; a Block's are gathered for its

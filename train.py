@@ -143,7 +143,7 @@ if ddp:
         torch.cuda.set_device(device)
     if backend == 'auto':
         backend = 'nccl' if device_type == 'cuda' else 'gloo'
-    dist.init_process_group(backend=backend)
+    runtime.join_process_group(backend)
     master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
     seed_offset = ddp_rank # each process draws its own batches and dropout masks
     # world_size number of processes will be training simultaneously, so we can scale
@@ -522,9 +522,4 @@ if master_process and not eval_only and saved_at is None:
            f"the val loss never went below {best_val_loss:.4f}, and always_save_checkpoint=False")
     print(f"no checkpoint was written to {out_dir}: {why}")
 if ddp:
-    # leave together, each rank's collectives finished and let go of before the interpreter shuts down: a gloo
-    # worker thread that frees a finished collective's tensors after shutdown began dies taking the GIL and
-    # aborts the process ('terminate called without an active exception', pytorch#190489). The barrier's
-    # worker waits for the earlier collectives first, and it holds no tensors of its own
-    dist.barrier()
-    dist.destroy_process_group()
+    runtime.leave_process_group()

@@ -4,7 +4,8 @@ torchrun with gloo ranks on the CPU, FSDP trains what DDP and a single process t
 and of AdamW's moments per rank, and resumes bit for bit from its sharded checkpoint, also with another
 number of ranks, or without FSDP at all; an FSDP run resumes a ckpt.pt; sample.py and export.py read its
 checkpoint; a crash or a failed write mid-save leaves the previous checkpoint loadable; HellaSwag's ranks
-run as many (collective) forwards; bad input is a one-line error.
+run as many (collective) forwards; a rank ends without the interpreter's finalization, where gloo's threads
+can abort it; bad input is a one-line error.
 
 What 'the same batches' means: train.py draws rank r's micro-batch k of iteration i from (seed, r, i, k)
 alone, so two runs see the same batches when they have the same seed, number of ranks and micro-steps per
@@ -47,6 +48,7 @@ dist.init_process_group = lambda *a, **kw: None if dist.is_initialized() else in
 dist.destroy_process_group = lambda *a, **kw: None
 TRAIN = {str(ROOT / 'train.py')!r}
 sys.path.insert(0, {str(ROOT)!r})
+import runtime
 launch_env = dict(os.environ)
 for name, env, args in json.load(open(sys.argv[1])):
     os.environ.clear()  # env: the run's changes, None unsets (a run without torchrun's variables is no DDP run)
@@ -71,8 +73,9 @@ for name, env, args in json.load(open(sys.argv[1])):
                             if k != 'step')
     with open(f"{{name}}.rank{{launch_env['RANK']}}.json", 'w') as f:
         json.dump(record, f)
-if dist.is_initialized():  # before the interpreter shuts down, as train.py does
-    destroy_process_group()
+if dist.is_initialized():  # as train.py ends
+    dist.destroy_process_group = destroy_process_group
+    runtime.leave_process_group()
 """
 PLAIN = {'RANK': None, 'LOCAL_RANK': None, 'WORLD_SIZE': None}  # a single process, not a DDP run
 
@@ -286,7 +289,7 @@ import torch, torch.distributed as dist
 import runtime
 from model import GPT, GPTConfig
 runtime.errors_as_one_line()
-dist.init_process_group('gloo', timeout=datetime.timedelta(seconds=60))
+runtime.join_process_group('gloo', timeout=datetime.timedelta(seconds=60))
 torch.manual_seed(0)
 config = GPTConfig(block_size=8, vocab_size=16, n_layer=1, n_head=1, n_embd=8)
 model = runtime.shard_model(GPT(config), 'cpu', torch.float32, dist.get_world_size())
@@ -305,8 +308,7 @@ if how == 'disk_full':
     resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
 checkpoint = dict(model_args=config.__dict__, iter_num=iter_num, best_val_loss=1.0, config={{}}, lora=None, scaler={{}})
 runtime.save_sharded_checkpoint(checkpoint, model, optimizer, 'out')
-dist.barrier()  # as train.py ends
-dist.destroy_process_group()
+runtime.leave_process_group()  # as train.py ends
 """
 
 
@@ -358,6 +360,38 @@ def test_a_rename_failing_on_rank0_stops_every_rank(tmp_path):
         p.stdout, p.stderr = p.communicate(timeout=120)
         assert 'Bad file descriptor' in rank_error_line(p, "could not write the checkpoint to out")
     assert not os.path.exists(tmp_path / 'out' / 'ckpt.dcp.tmp')
+
+
+# a rank that leaves its process group as train.py does; then, as argv asks, ends or raises
+LEAVE = f"""
+import atexit, sys
+sys.path.insert(0, {str(ROOT)!r})
+import torch, torch.distributed as dist
+import runtime
+runtime.join_process_group('gloo')
+class Finalized:
+    def __del__(self):
+        print('finalized', flush=True)
+finalized = Finalized()  # a module global: the interpreter's finalization deletes it
+atexit.register(print, 'a later exit handler ran', flush=True)  # as wandb.init registers one
+dist.all_reduce(torch.ones(1))
+runtime.leave_process_group()
+if sys.argv[1] == 'raise':
+    raise RuntimeError('after the run')
+"""
+
+
+def test_leaving_the_process_group_skips_finalization(tmp_path):
+    """ After leave_process_group the process ends without the interpreter's finalization, where the gloo
+    worker threads that a device mesh keeps alive can abort it, but after the other exit handlers, and an
+    error raised after it still exits 1. """
+    (tmp_path / 'leave.py').write_text(LEAVE)
+    ends = {how: subprocess.run([sys.executable, 'leave.py', how], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120, env={**os.environ, **one_rank_env()}) for how in ('end', 'raise')}
+    for how, p in ends.items():
+        assert p.stdout == 'a later exit handler ran\n', (how, p.stdout, p.stderr)
+    assert ends['end'].returncode == 0 and ends['raise'].returncode == 1
+    assert 'RuntimeError: after the run' in ends['raise'].stderr
 
 
 def test_hellaswag_ranks_run_as_many_forwards():
