@@ -3,8 +3,9 @@ The set-up every script shares, in one place: the device, the precision (autocas
 GradScaler), loading a model (a train.py checkpoint, OpenAI's GPT-2 or a local Hugging Face
 directory), writing a checkpoint, joining and leaving a DDP/FSDP process group, FSDP's sharding of a
 model and its sharded checkpoints (ckpt.dcp, which every loader here reads too), the peak FLOP/s that
-MFU is measured against, and the one way a script fails: library code raises ValueError or OSError with a sentence naming the problem and the
-fix, and errors_as_one_line() makes the script print it as `error: ...` and exit 1.
+MFU is measured against, and the one way a script fails: library code raises ValueError or OSError
+with a sentence naming the problem and the fix, and errors_as_one_line() makes the script print it as
+`error: ...` and exit 1.
 """
 
 import atexit
