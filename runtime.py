@@ -179,7 +179,7 @@ def format_mfu(mfu):
 
 
 # -----------------------------------------------------------------------------
-# FSDP: sharding around the model
+# DDP and FSDP: the process group, and FSDP's sharding around the model
 
 _left = False  # leave_process_group destroyed the group: the exit skips the interpreter's finalization
 
