@@ -44,11 +44,11 @@ def errors_as_one_line():
             default(kind, e, tb)
         dist = sys.modules.get('torch.distributed')
         if dist is not None and dist.is_available() and dist.is_initialized():
-            # a process group left to the interpreter's exit can abort it (a C++ thread still running), and so,
-            # now and then, can its threads' destructors once it is destroyed: once the error is printed (torch
-            # prints it after this hook, with the rank), the exit skips them
+            # out as leave_process_group leaves, the interpreter's finalization skipped (where gloo's threads can
+            # abort it), once the error is printed (torch prints it after this hook, with the rank): exit 1
+            global _left
             dist.destroy_process_group()
-            atexit.register(lambda: (sys.stdout.flush(), sys.stderr.flush(), os._exit(1)))
+            _left = True
     sys.excepthook = hook
 
 
@@ -181,7 +181,7 @@ def format_mfu(mfu):
 # -----------------------------------------------------------------------------
 # DDP and FSDP: the process group, and FSDP's sharding around the model
 
-_left = False  # leave_process_group destroyed the group: the exit skips the interpreter's finalization
+_left = False  # the group was destroyed, at the end or on an error: the exit skips the interpreter's finalization
 
 
 def join_process_group(backend, **kwargs):
