@@ -10,7 +10,7 @@ fresh process, peak RSS on the CPU (max_memory_allocated on CUDA); rows that can
 $ python bench.py --real_data=False --compile=False --device=cpu --n_layer=4 --n_head=4 --n_embd=128 --block_size=128
 $ python bench.py --mode=compile --real_data=False --device=cpu --n_layer=3 --n_head=4 --n_embd=128 --block_size=128 --batch_size=8 --vocab_size=65
 $ python bench.py --mode=generate --device=cpu --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --vocab_size=65
-$ python bench.py --mode=generate --device=cpu --dtype=float32 --quantize=int8
+$ python bench.py --mode=generate --device=cpu --dtype=float32 --quantize=int8 --compile=True
 $ python bench.py --mode=memory --device=cpu
 """
 import copy
@@ -85,25 +85,35 @@ def make_model(vocab_size):
     return GPT(gptconf).to(device)
 
 
-def weight_streaming_floor(model):
-    """ (ms, bytes) of multiplying every weight matrix of model by one vector, in model order and in the
-    dtype or quantization its decoding uses: the time to stream all the weights from memory, that
-    no decode step (which reads each weight once) can beat. One matrix timed alone in a loop would
-    stay in the CPU's cache and give a lower figure than any decode can reach. """
-    layers = [m for m in model.modules() if hasattr(m, 'in_features')] # nn.Linear and its quantized swaps
-    xs = [torch.randn(1, m.in_features, device=device) for m in layers]
-    nbytes = sum(t.nbytes for m in layers for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])
+class WeightStreams(torch.nn.Module):
+    """ Every weight matrix of a model (nn.Linear and its quantized swaps, shared, not copied) times one vector,
+    in model order and in the dtype or quantization its decoding uses: the weights one decode step streams from
+    memory, and nothing else. Compiled where the model is, so that its matmuls are the decode's kernels. """
+
+    def __init__(self, model):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(m for m in model.modules() if hasattr(m, 'in_features'))
+        self.nbytes = sum(t.nbytes for m in self.layers for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])
+
+    def forward(self, xs):
+        return [m(x) for m, x in zip(self.layers, xs)]
+
+
+def weight_streaming_floor(streams):
+    """ ms of one pass of streams (WeightStreams): the time to stream all the weights from memory, that no decode
+    step (which reads each weight once) can beat. One matrix timed alone in a loop would stay in the CPU's cache
+    and give a lower figure than any decode can reach. """
+    xs = [torch.randn(1, m.in_features, device=device) for m in streams.layers]
     passes = []
     with torch.no_grad(), ctx:
         while len(passes) < 5 or (sum(passes) < 1.0 and len(passes) < 200): # a second at least
             sync()
             t0 = time.time()
-            for m, xm in zip(layers, xs):
-                m(xm)
+            streams(xs)
             sync()
             passes.append(time.time() - t0)
     passes = sorted(passes[2:]) # the first passes warm up; the median, as the VM's hiccups only ever add time
-    return passes[len(passes) // 2] * 1000, nbytes
+    return passes[len(passes) // 2] * 1000
 
 
 if mode == 'generate':
@@ -117,17 +127,23 @@ if mode == 'generate':
     models = {dtype: model}
     if quantize:
         models[quantize] = quantize_model(copy.deepcopy(model), quantize)
-    prefills = {}
+    prefills, streams = {}, {}
+    if compile: # dynamo keeps the graphs of GPT.forward per function, not per model: room for each model's
+        torch._dynamo.config.recompile_limit *= len(models)
     for name, model in models.items():
         if quantize:
             print(f"{name}:")
-        if compile:
-            model.compile() # in place, so that generate's calls to self() run compiled
+        if compile: # in place, so that generate's calls to self() run compiled; as sample.py does it
+            runtime.compile_for_inference(model)
         else: # as sample.py runs it: on a CPU, the plain weights in oneDNN's layout (quantize.PackedLinear)
             runtime.pack_for_cpu(model, rt)
             packed = sum(isinstance(m, PackedLinear) for m in model.modules())
             if packed:
                 print(f"{packed} Linear layers packed for oneDNN")
+        streams[name] = WeightStreams(model)
+        if compile:
+            runtime.compile_for_inference(streams[name])
+            weight_streaming_floor(streams[name]) # compiles it, untimed
         results = {}
         with ctx:
             # the untimed warm-up meets every input length the timed run will, for none to be met there the first
@@ -135,7 +151,8 @@ if mode == 'generate':
             # the cache each step feeds the whole context, prompt_len, prompt_len + 1, ... up to block_size, where the
             # window slides; with it the prompt, then one token a step until the window slides past block_size, and
             # from there block_size tokens each step. The first block_size - prompt_len + 2 tokens meet them all
-            warm_up_tokens = min(gen_tokens, block_size - prompt_len + 2)
+            # (compiled: all gen_tokens, as the inputs are views of generate's output buffer, whose stride dynamo checks)
+            warm_up_tokens = gen_tokens if compile else min(gen_tokens, block_size - prompt_len + 2)
             for use_kv_cache in (True, False):
                 model.generate(x, warm_up_tokens, top_k=1, use_kv_cache=use_kv_cache)
                 sync()
@@ -160,10 +177,10 @@ if mode == 'generate':
     rounds = 5
     if quantize:
         print(f"floor and decode, {rounds} rounds alternating {' and '.join(models)}:")
-    floors, decodes, nbytes = {name: [] for name in models}, {name: [] for name in models}, {}
+    floors, decodes = {name: [] for name in models}, {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
-            floor_ms, nbytes[name] = weight_streaming_floor(model)
+            floor_ms = weight_streaming_floor(streams[name])
             at = [] # when each token is there: the first after the prefill, then one per decode step
             with ctx:
                 model.generate(x, steps + 1, top_k=1, callback=lambda _: (sync(), at.append(time.time())))
@@ -173,7 +190,7 @@ if mode == 'generate':
     for name, model in models.items():
         if quantize:
             print(f"{name}:")
-        floor_ms, decode_ms[name], weight_bytes = float(np.median(floors[name])), float(np.median(decodes[name])), nbytes[name]
+        floor_ms, decode_ms[name], weight_bytes = float(np.median(floors[name])), float(np.median(decodes[name])), streams[name].nbytes
         print(f"prefill: {prompt_len} tokens in {prefills[name]*1000:.1f}ms")
         print(f"weight-streaming floor: {floor_ms:.2f}ms per token ({weight_bytes/1e6:.2f} MB of weights, {weight_bytes/floor_ms/1e6:.1f} GB/s)")
         # what attention reads on top of the weights, not in the floor: the keys and values of the positions so far

@@ -9,6 +9,7 @@ with a sentence naming the problem and the fix, and errors_as_one_line() makes t
 """
 
 import atexit
+import itertools
 import os
 import re
 import shutil
@@ -123,11 +124,28 @@ def pack_for_cpu(model, rt):
     return model
 
 
+def compile_for_inference(model):
+    """ model.compile() for inference. On a CPU first inductor's freezing (the weights become constants: it packs
+    them for its matmuls and folds what depends on them alone) and max-autotune (for each matmul shape it times its
+    own C++ GEMMs against aten's and keeps the faster): at GPT-2 124M here the decode step about 1.3x faster in fp32
+    than eager with packed weights, and 2.3x in int8, whose GEMM streams the int8 weights 2-3x faster than aten's
+    kernel (README, Efficiency notes). Process-wide settings, as inductor does not take freezing from
+    torch.compile's options (the matmuls stayed unpacked): freezing applies only where no gradients are taken,
+    max-autotune to every later compile; the scripts that call this only ever run the model for inference. """
+    if next(itertools.chain(model.parameters(), model.buffers())).device.type == 'cpu':
+        import torch._inductor.config  # inductor's own import is lazy
+        torch._inductor.config.freezing = True
+        torch._inductor.config.max_autotune = True
+        # its autotuning calls a deprecated storage method: torch's own business, not the user's
+        warnings.filterwarnings('ignore', message='TypedStorage is deprecated')
+    model.compile()
+
+
 def compile_in_place(model, warm_up):
     """ model.compile(), in place (the module's own calls, generate's too, run compiled), compiled now by warm_up()
     (a first call): a compiler that fails falls back to eager here, with a warning, instead of stopping the run
-    later with a traceback. Returns whether the model runs compiled. """
-    model.compile()
+    later with a traceback. Returns whether the model runs compiled. For inference only (see compile_for_inference). """
+    compile_for_inference(model)
     try:
         warm_up()
         return True

@@ -4,7 +4,8 @@ summary's tokens/s and MFU follow from its ms/iter), the profiler trace, the eag
 the generation benchmark (KV cache and full recompute give the same greedy tokens; the ratio printed is
 the ratio of the rates; the weight-streaming floor counts the model's weight bytes, the KV cache line the
 keys and values read, in autocast's dtype, and the decode line's share is the ratio of the two times; with
---quantize=int8 the int8 model too, timed in rounds alternating with the fp32 one, and the ratio of the speeds)."""
+--quantize=int8 the int8 model too, timed in rounds alternating with the fp32 one, and the ratio of the speeds;
+compiled too)."""
 
 import json
 import math
@@ -130,6 +131,22 @@ def test_generate_mode_with_int8(tmp_path):
     ms = [float(re.search(r"^decode: ([\d.]+) ms/token", text, re.M)[1]) for text in sections[6::2]]
     mb = [float(re.search(r"\(([\d.]+) MB of weights", text)[1]) for text in sections[6::2]]
     assert mb[1] < mb[0] / 3  # int8 weights and one bf16 scale per row, against fp32
+    ratio = float(re.search(r"^int8/fp32 decode speed: ([\d.]+)x$", p.stdout, re.M)[1])
+    assert math.isclose(ratio, ms[0] / ms[1], rel_tol=0.05, abs_tol=0.01)
+
+
+@pytest.mark.slow
+def test_generate_mode_compiled_with_int8(tmp_path):
+    """ --compile=True compiles both models for inference as sample.py does, and each one's floor with them (the
+    decode's kernels); the two models share GPT.forward's graphs in dynamo, yet none runs out of recompiles. """
+    # 10 tokens slide the window once (a shape more); each shape met is a compile, with autotuning (seconds each)
+    p = run_script('bench.py', *ARGS, '--mode=generate', '--vocab_size=64', '--prompt_len=8', '--gen_tokens=10',
+                   '--quantize=int8', '--compile=True', cwd=tmp_path)
+    assert 'recompile_limit' not in p.stderr and 'packed for oneDNN' not in p.stdout
+    sections = re.split(r"^(float32|int8):$", p.stdout, flags=re.M)
+    assert sections[1::2] == ['float32', 'int8', 'float32', 'int8']
+    assert "greedy tokens with and without the cache: identical" in sections[2]
+    ms = [float(re.search(r"^decode: ([\d.]+) ms/token", text, re.M)[1]) for text in sections[6::2]]
     ratio = float(re.search(r"^int8/fp32 decode speed: ([\d.]+)x$", p.stdout, re.M)[1])
     assert math.isclose(ratio, ms[0] / ms[1], rel_tol=0.05, abs_tol=0.01)
 

@@ -2,15 +2,18 @@
 Int8Linear computes what its dequantized weights compute (through aten's kernel only at the in_features it gets
 right, and at widths where the kernel crashed a model generates), quantize() swaps every Linear (the lm_head too,
 while the token embedding stays float), int8 logits and loss stay close to fp32 on a trained model, int8
-greedy decoding with the KV cache equals the int8 full-recompute reference, and bad input is one clear error."""
+greedy decoding with the KV cache equals the int8 full-recompute reference (compiled too), and bad input is one
+clear error."""
 
 import copy
 
 import pytest
 import torch
+import torch._inductor.config
 import torch.nn as nn
 
 import conftest
+import runtime
 from conftest import all_logits
 from model import GPTConfig, apply_lora, build_model
 from quantize import Int8Linear, dequantize, int8_kernel_works, quantize
@@ -159,6 +162,22 @@ def test_int8_greedy_with_cache_equals_int8_recompute(prompt_len, new_tokens):
     """ Batch 2, past block_size (32), one-token and longer prompts. """
     model = quantize(trained_gpt(steps=50)[0], 'int8')
     assert torch.equal(*conftest.greedy_pair(model, model, prompt_len, new_tokens))
+
+
+@pytest.mark.slow
+def test_compiled_int8_is_one_graph_and_decodes_as_eager_int8():
+    """ Int8Linear compiles without a graph break (fullgraph), and compiled for inference as sample.py does it
+    (inductor's freezing and max-autotune, where inductor's own int8 GEMM may replace aten's kernel), its greedy
+    tokens with the cache equal eager int8's full recompute: batch 2, past block_size (compiled by aot_eager). """
+    model = quantize(trained_gpt(steps=50)[0], 'int8')
+    reference = copy.deepcopy(model)
+    graph = copy.deepcopy(model)
+    torch._dynamo.reset()
+    graph.compile(fullgraph=True, dynamic=True, backend='aot_eager')
+    assert torch.equal(*conftest.greedy_pair(graph, reference, 7, 40))
+    with torch._inductor.config.patch(freezing=False, max_autotune=False):  # undoes compile_for_inference's settings
+        runtime.compile_for_inference(model)  # a few steps: each new shape costs seconds of autotuning
+        assert torch.equal(*conftest.greedy_pair(model, reference, 7, 6))
 
 
 def test_lora_model_quantizes_its_base_and_keeps_the_adapters():
