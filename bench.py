@@ -133,15 +133,14 @@ if mode == 'generate':
     for name, model in models.items():
         if quantize:
             print(f"{name}:")
-        if compile: # in place, so that generate's calls to self() run compiled; as sample.py does it
-            runtime.compile_for_inference(model)
-        else: # as sample.py runs it: on a CPU, the plain weights in oneDNN's layout (quantize.PackedLinear)
+        if not compile: # as sample.py runs it: on a CPU, the plain weights in oneDNN's layout (quantize.PackedLinear)
             runtime.pack_for_cpu(model, rt)
             packed = sum(isinstance(m, PackedLinear) for m in model.modules())
             if packed:
                 print(f"{packed} Linear layers packed for oneDNN")
         streams[name] = WeightStreams(model)
-        if compile:
+        if compile: # as sample.py does it, in place, so that generate's calls to self() run compiled; the floor alike
+            runtime.compile_for_inference(model)
             runtime.compile_for_inference(streams[name])
             weight_streaming_floor(streams[name]) # compiles it, untimed
         results = {}
