@@ -139,6 +139,26 @@ def test_compiled_generation_is_one_graph_and_equals_eager(backend):
     assert torch.equal(model.generate(prompt, 40, top_k=1), reference)
 
 
+def test_compiled_cpu_decode_steps_compute_attention_themselves():
+    """ Compiled on a CPU, a decode step (one new query) takes the manual path, which inductor fuses with the cache
+    write into one kernel; a prefill keeps SDPA. The recompute reference's tokens all the same. """
+    graphs = {}  # new tokens fed (a number, or a symbol: any but 1) -> whether the graph calls SDPA
+
+    def backend(gm, example_inputs):
+        idx = next(n for n in gm.graph.find_nodes(op='placeholder') if 'idx' in n.name)
+        graphs[str(idx.meta['example_value'].size(1))] = any(
+            n.target is torch.nn.functional.scaled_dot_product_attention for n in gm.graph.nodes)
+        return gm.forward
+    model = tiny_gpt()
+    prompt = torch.randint(0, 71, (2, 5), generator=torch.Generator().manual_seed(3))
+    reference = model.generate(prompt, 40, top_k=1, use_kv_cache=False)
+    torch._dynamo.reset()
+    model.compile(backend=backend)
+    assert torch.equal(model.generate(prompt, 40, top_k=1), reference)
+    assert graphs.pop('1') is False and graphs.pop('5') is True  # a decode step; the prompt's prefill
+    assert graphs and all(graphs.values())  # the window's prefills
+
+
 def test_callback_gets_each_new_token_as_it_is_sampled():
     model = tiny_gpt()
     prompt = torch.randint(0, 71, (2, 3))
