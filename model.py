@@ -86,7 +86,7 @@ def causal_mask(T, S, device):
 
 
 class CausalSelfAttention(nn.Module):
-    # True: on a CPU in bf16/fp16 too, aten's flash kernel (SDPA), where forward takes the faster manual path
+    # True: aten's flash kernel (SDPA) on a CPU in bf16/fp16 too, where forward otherwise takes the faster manual path
     sdpa_on_cpu_in_low_precision = False
 
     def __init__(self, config, layer_idx=0):
