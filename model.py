@@ -117,8 +117,9 @@ class CausalSelfAttention(nn.Module):
         # on a CPU the manual path beats aten's flash kernel in bf16/fp16, eager or compiled, and compiled for one new
         # query (a decode step), where inductor fuses it and the cache write into one kernel, 2x faster than aten's
         # (README, Efficiency notes: "Compiled decoding on CPU")
-        cpu_manual = q.device.type == 'cpu' and ((T == 1 and torch.compiler.is_compiling())
-                                                 or (q.dtype != torch.float32 and not self.sdpa_on_cpu_in_low_precision))
+        cpu_manual = q.device.type == 'cpu' and (
+            (T == 1 and torch.compiler.is_compiling())
+            or (q.dtype != torch.float32 and not self.sdpa_on_cpu_in_low_precision))
         if self.flash and not cpu_manual:
             if T == 1:  # one new query: it sees every key
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
