@@ -118,6 +118,12 @@ def test_generate_mode_counts_the_kv_cache_in_autocast_dtype(tmp_path):
     assert float(kv[1]) == round(2 * 2 * 32 * 2 * 12.5 / ((2 * 12 * 32 * 32 + 64 * 32) * 4) * 100, 1)
 
 
+def is_printed_ratio(ratio, ms):
+    """ Whether ratio, printed to 2 decimals, is ms[0] / ms[1] for values that print as ms (2 decimals): at a tiny
+    model's 0.1 ms/token the rounding of the printed ms alone moves their ratio by up to 9%. """
+    return (ms[0] - 0.005) / (ms[1] + 0.005) - 0.005 <= ratio <= (ms[0] + 0.005) / (ms[1] - 0.005) + 0.005
+
+
 def test_generate_mode_with_int8(tmp_path):
     """ --quantize=int8 runs the fp32 model, then the int8 one (their greedy tokens each with and without the
     cache identical), then the floors and decode steps of both in alternating rounds, and prints each model's
@@ -132,7 +138,7 @@ def test_generate_mode_with_int8(tmp_path):
     mb = [float(re.search(r"\(([\d.]+) MB of weights", text)[1]) for text in sections[6::2]]
     assert mb[1] < mb[0] / 3  # int8 weights and one bf16 scale per row, against fp32
     ratio = float(re.search(r"^int8/fp32 decode speed: ([\d.]+)x$", p.stdout, re.M)[1])
-    assert math.isclose(ratio, ms[0] / ms[1], rel_tol=0.05, abs_tol=0.01)
+    assert is_printed_ratio(ratio, ms)
 
 
 @pytest.mark.slow
@@ -148,7 +154,7 @@ def test_generate_mode_compiled_with_int8(tmp_path):
     assert "greedy tokens with and without the cache: identical" in sections[2]
     ms = [float(re.search(r"^decode: ([\d.]+) ms/token", text, re.M)[1]) for text in sections[6::2]]
     ratio = float(re.search(r"^int8/fp32 decode speed: ([\d.]+)x$", p.stdout, re.M)[1])
-    assert math.isclose(ratio, ms[0] / ms[1], rel_tol=0.05, abs_tol=0.01)
+    assert is_printed_ratio(ratio, ms)
 
 
 @pytest.mark.parametrize('args, message', [
