@@ -12,7 +12,7 @@ bytes) where in_features is a multiple of 16 (INT8_KERNEL_K says why), else dequ
 largest matrix at GPT-2's vocabulary, is quantized too; its float weight stays the token embedding (wte), which a
 lookup reads one row at a time, so the tying of the two is undone. Compiled for inference on a CPU
 (runtime.compile_for_inference, --compile=True), inductor times its own int8 GEMM against aten's kernel and here
-keeps its own, which streams the int8 weights 2-3x faster.
+mostly keeps its own, which streams the int8 weights 2-3x faster.
 $ python sample.py --quantize=int8 --compile=True
 $ python bench.py --mode=generate --device=cpu --dtype=float32 --quantize=int8 --compile=True
 
