@@ -11,8 +11,9 @@ faster: int8 weights, one scale per output row, multiplied by aten's _weight_int
 bytes) where in_features is a multiple of 16 (INT8_KERNEL_K says why), else dequantized. The lm_head, the
 largest matrix at GPT-2's vocabulary, is quantized too; its float weight stays the token embedding (wte), which a
 lookup reads one row at a time, so the tying of the two is undone. Compiled for inference on a CPU
-(runtime.compile_for_inference, --compile=True), inductor times its own int8 GEMM against aten's kernel and here
-mostly keeps its own, which streams the int8 weights 2-3x faster.
+(runtime.compile_for_inference, --compile=True), inductor times its own int8 GEMM against aten's kernel: here it
+keeps its own for most one-row (decode) products, streaming the int8 weights 2-3x faster, and aten's for many of a
+prefill's.
 $ python sample.py --quantize=int8 --compile=True
 $ python bench.py --mode=generate --device=cpu --dtype=float32 --quantize=int8 --compile=True
 
