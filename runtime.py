@@ -124,6 +124,12 @@ def pack_for_cpu(model, rt):
     return model
 
 
+# inductor's settings that compile_for_inference turns on for a CPU; the last two keep autotuning's timing table for
+# each new matmul shape (8 lines each, dozens of them on a first compile) off stderr: inductor's debugging, not the user's
+CPU_INFERENCE_COMPILE = dict(freezing=True, max_autotune=True, autotune_num_choices_displayed=0,
+                             max_autotune_report_choices_stats=False)
+
+
 def compile_for_inference(model):
     """ model.compile() for inference. On a CPU first inductor's freezing (the weights become constants: it packs
     them for its matmuls and folds what depends on them alone) and max-autotune (for each matmul shape it times its
@@ -134,8 +140,8 @@ def compile_for_inference(model):
     max-autotune to every later compile; the scripts that call this only ever run the model for inference. """
     if next(itertools.chain(model.parameters(), model.buffers())).device.type == 'cpu':
         import torch._inductor.config  # inductor's own import is lazy
-        torch._inductor.config.freezing = True
-        torch._inductor.config.max_autotune = True
+        for name, value in CPU_INFERENCE_COMPILE.items():
+            setattr(torch._inductor.config, name, value)
         # its autotuning calls a deprecated storage method: torch's own business, not the user's
         warnings.filterwarnings('ignore', message='TypedStorage is deprecated')
     model.compile()
@@ -146,6 +152,7 @@ def compile_in_place(model, warm_up):
     (a first call): a compiler that fails falls back to eager here, with a warning, instead of stopping the run
     later with a traceback. Returns whether the model runs compiled. For inference only (see compile_for_inference). """
     compile_for_inference(model)
+    print("compiling the model... (a minute or two the first time; later runs reuse torch's compile cache)")
     try:
         warm_up()
         return True

@@ -175,7 +175,8 @@ def test_compiled_int8_is_one_graph_and_decodes_as_eager_int8():
     torch._dynamo.reset()
     graph.compile(fullgraph=True, dynamic=True, backend='aot_eager')
     assert torch.equal(*conftest.greedy_pair(graph, reference, 7, 40))
-    with torch._inductor.config.patch(freezing=False, max_autotune=False):  # undoes compile_for_inference's settings
+    config = torch._inductor.config
+    with config.patch({name: getattr(config, name) for name in runtime.CPU_INFERENCE_COMPILE}):  # undone after
         runtime.compile_for_inference(model)  # a few steps: each new shape costs seconds of autotuning
         assert torch.equal(*conftest.greedy_pair(model, reference, 7, 6))
 
