@@ -410,7 +410,7 @@ class GPT(LanguageModel):
         except OSError as e:
             where = 'the directory' if is_local else 'the Hugging Face hub (no network?)'
             raise OSError(f"could not fetch the '{model_type}' weights from {where}: "
-                               f"{str(e).splitlines()[0]}; pass a local GPT-2 directory instead") from None
+                               f"{str(e).splitlines()[0].rstrip('.')}; pass a local GPT-2 directory instead") from None
         hf = model_hf.config
         if hf.scale_attn_by_inverse_layer_idx or hf.reorder_and_upcast_attn or not hf.scale_attn_weights:
             raise ValueError(f"{model_type}: attention scaling variants of GPT2Config are not supported")
