@@ -134,8 +134,14 @@ def open_tokens(data_dir, split, meta=None, vocab_size=None, block_size=None):
     block_size, that the split holds a window of block_size inputs and their next-token targets. """
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.exists(path):
-        name = os.path.basename(os.path.normpath(data_dir))
-        raise FileNotFoundError(f"{path} not found: run `python data/{name}/prepare.py` first")
+        prepare = os.path.join(data_dir, 'prepare.py')
+        if os.path.exists(prepare):
+            raise FileNotFoundError(f"{path} not found: run `python {prepare}` first")
+        parent = os.path.dirname(os.path.normpath(data_dir)) or '.'
+        known = sorted(d for d in (os.listdir(parent) if os.path.isdir(parent) else [])
+                       if any(os.path.exists(os.path.join(parent, d, f)) for f in ('prepare.py', 'train.bin')))
+        raise FileNotFoundError(f"{path} not found, and there is no {prepare} to make it: --dataset names a "
+                                f"dataset folder of {parent}/ ({', '.join(known) or 'none there'})")
     meta = read_meta(data_dir) if meta is None else meta
     dtype = np.dtype(meta.get('dtype', 'uint16'))
     size = os.path.getsize(path)

@@ -56,8 +56,15 @@ def test_real_data(char_workdir):
 
 
 def test_missing_data_is_one_clear_error(tmp_path):
+    """ A dataset not prepared yet names its prepare.py; one that does not exist names those that do. """
+    (tmp_path / 'data' / 'unprepared').mkdir(parents=True)
+    (tmp_path / 'data' / 'unprepared' / 'prepare.py').write_text('')
+    p = run_script('bench.py', *ARGS, '--dataset=unprepared', cwd=tmp_path, check=False)
+    assert error_line(p, "data/unprepared/train.bin not found: run `python data/unprepared/prepare.py` first") \
+        == p.stderr.strip()
     p = run_script('bench.py', *ARGS, '--dataset=nothere', cwd=tmp_path, check=False)
-    assert error_line(p, "data/nothere/train.bin not found: run `python data/nothere/prepare.py`") == p.stderr.strip()
+    assert error_line(p, "data/nothere/train.bin not found, and there is no data/nothere/prepare.py to make it: "
+                         "--dataset names a dataset folder of data/ (unprepared)") == p.stderr.strip()
 
 
 def test_profile_writes_a_trace(tmp_path):

@@ -216,7 +216,7 @@ def test_bigram_trains_and_resumes(char_workdir):
 
 # name: (arguments, the key phrase of the error line it must give)
 BAD_INPUTS = {
-    'missing_dataset': (['--dataset=nope'], "data/nope/train.bin not found: run `python data/nope/prepare.py`"),
+    'missing_dataset': (['--dataset=nope'], "data/nope/train.bin not found, and there is no data/nope/prepare.py"),
     'block_size_vs_val': (['--dataset=short_val'], "val.bin has 20 tokens, too few for block_size=32"),
     'corrupt_checkpoint': (['--init_from=resume', '--out_dir=corrupt'], "cannot load corrupt/ckpt.pt, it is truncated"),
     'truncated_checkpoint': (['--init_from=resume', '--out_dir=truncated'], "cannot load truncated/ckpt.pt"),
