@@ -30,6 +30,14 @@ def sample(*args, **kw):
     return run_script('sample.py', '--device=cpu', '--dtype=float32', *args, **kw)
 
 
+def without_lines(text, *prefixes):
+    """ text less its one line starting with each prefix (each must be there exactly once). """
+    for prefix in prefixes:
+        line, = [line for line in text.splitlines(True) if line.startswith(prefix)]
+        text = text.replace(line, '')
+    return text
+
+
 def reference(model, start_ids, decode, seed, num_samples, max_new_tokens, temperature=1.0, top_k=None):
     """ What sample.py must print, computed in this process. """
     torch.manual_seed(seed)
@@ -236,8 +244,8 @@ def test_compile_gives_the_same_greedy_samples(workdir, tmp_path):
                                                             'TORCHINDUCTOR_CACHE_DIR': str(tmp_path / 'inductor')})
     assert 'GUARDS:' in compiled.stderr and 'model.py:' in compiled.stderr  # dynamo compiled GPT.forward
     assert 'AUTOTUNE' not in compiled.stderr
-    compiling, = [line for line in output(compiled).splitlines(True) if line.startswith('compiling the model...')]
-    assert output(compiled).replace(compiling, '').split('Loading meta')[1] == output(eager).split('Loading meta')[1]
+    assert (without_lines(output(compiled), 'compiling the model...').split('Loading meta')[1]
+            == output(eager).split('Loading meta')[1])
 
 
 @pytest.mark.slow
@@ -248,9 +256,7 @@ def test_a_compiler_that_fails_falls_back_to_eager(workdir):
     args = ['--out_dir=out_char', '--num_samples=2', '--max_new_tokens=20', '--seed=3']
     eager = sample(*args, cwd=wd)
     fallen = sample(*args, '--compile=True', cwd=wd, env={'CXX': '/bin/false'})
-    warning, = [line for line in output(fallen).splitlines(True) if line.startswith('warning: torch.compile failed')]
-    compiling, = [line for line in output(fallen).splitlines(True) if line.startswith('compiling the model...')]
-    assert (output(fallen).replace(compiling, '').replace(warning, '').split('Loading meta')[1]
+    assert (without_lines(output(fallen), 'compiling the model...', 'warning: torch.compile failed').split('Loading meta')[1]
             == output(eager).split('Loading meta')[1])
 
 
