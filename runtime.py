@@ -124,8 +124,8 @@ def pack_for_cpu(model, rt):
     return model
 
 
-# inductor's settings that compile_for_inference turns on for a CPU; the last two keep autotuning's timing table for
-# each new matmul shape (8 lines each, dozens of them on a first compile) off stderr: inductor's debugging, not the user's
+# inductor's settings that compile_for_inference turns on for a CPU; the last two keep autotuning's timing table
+# for each new matmul shape (8 lines each, dozens on a first compile) off stderr: inductor's debugging, not the user's
 CPU_INFERENCE_COMPILE = dict(freezing=True, max_autotune=True, autotune_num_choices_displayed=0,
                              max_autotune_report_choices_stats=False)
 
