@@ -36,6 +36,10 @@ class GPTConfig:
             raise ValueError(f"unknown model_type '{self.model_type}': use one of {', '.join(MODEL_TYPES)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation '{self.activation}': use one of {', '.join(ACTIVATIONS)}")
+        small = [f"{k}={getattr(self, k)}" for k in ('block_size', 'vocab_size', 'n_layer', 'n_head', 'n_embd')
+                 if getattr(self, k) < 1]
+        if small:
+            raise ValueError(f"{', '.join(small)}: the model's sizes must be at least 1")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
                              f"pick n_embd as a multiple of n_head")
@@ -172,7 +176,7 @@ def sample_next(logits, temperature=1.0, top_k=None):
     """ (B, V) logits of the last position -> (B, 1) sampled token ids, nanoGPT style. """
     if top_k == 1:  # greedy: the argmax, without a random draw over the vocabulary; a tie goes to the lowest id
         return torch.argmax(logits, dim=-1, keepdim=True)
-    logits = logits / temperature
+    logits = logits.float() / temperature  # in fp32: a small temperature takes fp16 logits past fp16's 65504 (inf)
     if top_k is not None:  # crop the logits to only the top k options
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits[logits < v[:, [-1]]] = -float('Inf')
@@ -507,6 +511,7 @@ def apply_lora(model, rank, alpha, dropout=0.0, targets=('attn.c_attn', 'attn.c_
     """ Freeze the model and give each Linear named in targets a LoRA adapter. """
     if not isinstance(model, GPT):
         raise ValueError("LoRA needs model_type='gpt': a bigram model has no Linear layers to adapt")
+    targets = tuple(dict.fromkeys(targets))  # a target named twice would wrap its adapter in another
     bad = set(targets) - set(LORA_TARGETS)
     if bad or not targets:
         raise ValueError(f"unknown lora targets {sorted(bad) or '(none)'}: choose from {', '.join(LORA_TARGETS)}")

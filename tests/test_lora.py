@@ -123,6 +123,11 @@ def test_bad_settings(kw, message):
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_a_target_named_twice_is_adapted_once():
+    model = apply_lora(tiny_gpt(), rank=4, alpha=8, targets=('attn.c_attn', 'attn.c_attn'))
+    assert sum(isinstance(m, LoRALinear) for m in model.modules()) == CONFIG['n_layer']
+
+
 def test_rank_may_equal_the_width():
     apply_lora(tiny_gpt(), rank=CONFIG['n_embd'], alpha=1)
 

@@ -182,6 +182,14 @@ def test_top_k_one_is_the_argmax_without_a_random_draw():
     assert sample_next(tie, top_k=1).item() == 1  # an exact tie (bf16 logits have them) goes to the lower id
 
 
+def test_small_temperature_samples_fp16_logits_without_overflow():
+    """ fp16 logits of a trained model over a near-greedy temperature exceed fp16's range: the division is done in fp32,
+    where the sample is the argmax, instead of inf logits and a crash in torch.multinomial. """
+    logits = torch.tensor([[60.0, 66.0, 10.0], [66.0, 10.0, 60.0]], dtype=torch.float16)
+    for top_k in (None, 2):
+        assert sample_next(logits, temperature=1e-3, top_k=top_k).flatten().tolist() == [1, 0]
+
+
 def test_cached_forward_matches_full_forward_per_position():
     """ Prefill 10 tokens, then feed 3, then 1: each step's last logits equal the full forward's. """
     model = tiny_gpt()
@@ -326,6 +334,8 @@ def test_bigram_matches_its_table():
     (dict(n_embd=65, n_head=4), 'not divisible by n_head=4'),
     (dict(model_type='trigram'), "unknown model_type 'trigram'"),
     (dict(activation='swish'), "unknown activation 'swish'"),
+    (dict(n_head=0), 'n_head=0: the model\'s sizes must be at least 1'),
+    (dict(n_layer=-1, vocab_size=0), 'vocab_size=0, n_layer=-1: the model\'s sizes must be at least 1'),
 ])
 def test_bad_config_is_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
