@@ -9,6 +9,7 @@ with a sentence naming the problem and the fix, and errors_as_one_line() makes t
 """
 
 import atexit
+import errno
 import itertools
 import os
 import re
@@ -32,7 +33,7 @@ DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch
 
 def errors_as_one_line():
     """ A ValueError or OSError that reaches the top of the script prints as one line, exit code 1 (a reader of
-    stdout that has gone, none); anything else is a bug and keeps its traceback. """
+    stdout that has gone, none; Ctrl-C, a line saying so); anything else is a bug and keeps its traceback. """
     default = sys.excepthook
 
     def hook(kind, e, tb):
@@ -41,6 +42,8 @@ def errors_as_one_line():
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         elif issubclass(kind, (ValueError, OSError)):
             print(f"error: {first_line(e)}", file=sys.stderr)
+        elif issubclass(kind, KeyboardInterrupt):  # Ctrl-C: the user knows why; Python still exits as killed by it
+            print("stopped (Ctrl-C)", file=sys.stderr)
         else:
             default(kind, e, tb)
         dist = sys.modules.get('torch.distributed')
@@ -292,13 +295,11 @@ def model_args_entries(config):
 
 def upgrade_legacy(checkpoint):
     """ The original nanoGPT's checkpoint layout, read as ours (in place): keys of a torch.compile'd model,
-    the causal-mask buffers of its pre-SDPA attention, no activation (it trained with the erf GELU),
-    best_val_loss as a tensor. model_args takes model_extra's fields too. """
+    the causal-mask buffers of its pre-SDPA attention, best_val_loss as a tensor. model_args stays as it is, so
+    that the dict saved again still loads in the original nanoGPT. """
     if 'model' in checkpoint:
         checkpoint['model'] = {k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()
                                if not k.endswith('.attn.bias')}
-    checkpoint['model_args'] = {'activation': 'gelu_exact', **checkpoint['model_args'],
-                                **checkpoint.get('model_extra', {})}
     if 'best_val_loss' in checkpoint:
         checkpoint['best_val_loss'] = float(checkpoint['best_val_loss'])
     return checkpoint
@@ -308,7 +309,9 @@ def model_from_checkpoint(checkpoint, dropout=None):
     """ The model saved in a train.py checkpoint dict, LoRA adapters and quantized base rebuilt; dropout may change between runs.
     A dict without 'model' (the metadata of an FSDP checkpoint) gives the model with its fresh init. """
     upgrade_legacy(checkpoint)
-    model_args = dict(checkpoint['model_args'], **({} if dropout is None else {'dropout': dropout}))
+    # the original nanoGPT's has no model_extra: it trained with the erf GELU
+    model_args = {'activation': 'gelu_exact', **checkpoint['model_args'], **checkpoint.get('model_extra', {}),
+                  **({} if dropout is None else {'dropout': dropout})}
     model = build_model(GPTConfig(**model_args))
     if checkpoint.get('lora'):
         apply_lora(model, **checkpoint['lora'])
@@ -355,9 +358,10 @@ def load_checkpoint(path, device='cpu', dropout=None, sharded=False):
             return model_from_checkpoint(checkpoint, dropout).to(device), checkpoint
         checkpoint = torch.load(path, map_location=device, weights_only=True)
         return model_from_checkpoint(checkpoint, dropout), checkpoint
-    except OSError as e:  # the file can't be read (permissions), or a QLoRA one needs bitsandbytes: no sign of damage
-        raise OSError(f"cannot load {path}: {first_line(e)}") from None
     except Exception as e:  # a truncated file, a foreign pickle, tensors that don't fit the model
+        if isinstance(e, OSError) and e.errno != errno.EINVAL:  # no sign of damage: the file can't be read
+            # (permissions), or a QLoRA one needs bitsandbytes; EINVAL is torch.load seeking past a truncated end
+            raise OSError(f"cannot load {path}: {first_line(e)}") from None
         raise ValueError(f"cannot load {path}, it is truncated, corrupt or not a train.py checkpoint "
                          f"({type(e).__name__}: {first_line(e)}); restore a copy or train a new one") from None
 

@@ -23,7 +23,7 @@ from conftest import (ROOT, error_line, iter_losses, load, make_char_dataset, ru
                       tiny_train_args, to_original_nanogpt, train_in_two_halves)
 from data_io import read_meta, write_tokens
 from model import GPTConfig
-from runtime import model_from_checkpoint
+from runtime import load_checkpoint, model_from_checkpoint
 
 TINY = tiny_train_args()
 TINY_PRETRAINED = tiny_train_args(n_layer=None, n_head=None, n_embd=None)
@@ -75,7 +75,19 @@ def test_checkpoint_layout(base_run):
     assert abs(ckpt['best_val_loss'] - min(val for _, val in step_losses(base_run[1]).values())) <= 5e-5
     assert ckpt['config']['dataset'] == 'tiny_char' and ckpt['config']['dtype'] == 'float32'
     assert ckpt['config']['max_iters'] == 12
-    model_from_checkpoint(ckpt)  # rebuilds
+    model_args = dict(ckpt['model_args'])
+    model_from_checkpoint(ckpt)  # rebuilds, and leaves model_args as it was: saved again (README's ckpt.dcp ->
+    assert ckpt['model_args'] == model_args  # ckpt.pt), the dict still loads in the original nanoGPT
+
+
+def test_a_checkpoint_cut_anywhere_is_called_damaged(base_run, tmp_path):
+    """ torch.load fails on a cut-off file with an EOFError, a RuntimeError or, at some lengths, an OSError
+    (EINVAL, a seek past the end): each is the error of a damaged file, not of one that can't be read. """
+    good = (base_run[0] / 'out' / 'ckpt.pt').read_bytes()
+    for n in range(0, len(good), len(good) // 50):
+        (tmp_path / 'ckpt.pt').write_bytes(good[:n])
+        with pytest.raises(ValueError, match='it is truncated, corrupt or not a train.py checkpoint'):
+            load_checkpoint(str(tmp_path / 'ckpt.pt'))
 
 
 @pytest.fixture(scope='module')
