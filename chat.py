@@ -12,6 +12,8 @@ as train.py grows it): the base model's score before finetuning.
 import os
 from collections import Counter, deque
 
+from tqdm import tqdm
+
 import runtime
 from chat_template import Chat, check_chat_tokenizer, from_record, naming_record, read_records, split_system
 from data_io import read_meta
@@ -40,6 +42,7 @@ runtime.require(max_new_tokens > 0, f"max_new_tokens must be > 0, got {max_new_t
 runtime.require(top_k >= 0, f"top_k must be >= 0 (0 keeps all tokens, 1 is greedy), got {top_k}")
 runtime.require(temperature > 0, f"temperature must be > 0, got {temperature}; use --top_k=1 for greedy replies")
 runtime.require(not (prompt and eval_file), "give --prompt or --eval_file, not both")
+runtime.require(not (system and eval_file), "--eval_file takes each record's own system message: drop --system")
 runtime.require(not dataset or os.path.isfile(os.path.join('data', dataset, 'meta.pkl')),
                 f"dataset='{dataset}': data/{dataset}/meta.pkl not found; name a dataset that "
                 f"data/instruct/prepare.py wrote, or drop --dataset")
@@ -48,6 +51,8 @@ check_quantize(quantize)
 rt = runtime.setup(device, dtype, seed)
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device, dropout=0.0)
 model.eval()
+runtime.require(model.config.model_type == 'gpt', f"chat.py keeps a GPT's KV cache across turns; a "
+                                                  f"{model.config.model_type} model has none: sample from it with sample.py")
 # the chat tokenizer: the dataset's the model was finetuned on, or the one named (a base model: grown to it)
 data_dir = os.path.join('data', dataset) if dataset else runtime.dataset_dir(checkpoint)
 tok = load_tokenizer(data_dir)
@@ -64,7 +69,7 @@ top_k = top_k or None
 
 
 def stream(chat, message, show=True, greedy=False):
-    """ The reply to message, printed as it comes when show; Ctrl-C stops it. """
+    """ The reply to message, printed as it comes when show; there Ctrl-C stops it (elsewhere, the run). """
     text = TextStream(tok)
     replies = chat.reply(message, max_new_tokens, temperature, 1 if greedy else top_k)
     try:
@@ -76,8 +81,9 @@ def stream(chat, message, show=True, greedy=False):
                     text.ids.append(idx) # decoded once at the end
     except KeyboardInterrupt:
         replies.close()
-        if show:
-            print(text.add(final=True) + ' [stopped]', end='')
+        if not show:
+            raise
+        print(text.add(final=True) + ' [stopped]', end='')
     if show:
         print(text.add(final=True), flush=True)
     return tok.decode(text.ids)
@@ -115,14 +121,16 @@ if eval_file:
             cases.append(eval_case(record))
     runtime.require(cases, f"{eval_file} has no records")
     counts, correct, misses = Counter(), Counter(), []
-    while cases:  # popped, so that each chat's KV cache goes once its reply is scored
-        chat, message, expected, task = cases.popleft()
-        answer = stream(chat, message, show=False, greedy=True)
-        counts[task] += 1
-        if answer == expected:
-            correct[task] += 1
-        elif len(misses) < 3:
-            misses.append(f"  {message!r}: {answer!r} (expected {expected!r})")
+    with tqdm(total=len(cases), desc='exact match', unit='record') as bar:
+        while cases:  # popped, so that each chat's KV cache goes once its reply is scored
+            chat, message, expected, task = cases.popleft()
+            answer = stream(chat, message, show=False, greedy=True)
+            bar.update()
+            counts[task] += 1
+            if answer == expected:
+                correct[task] += 1
+            elif len(misses) < 3:
+                misses.append(f"  {message!r}: {answer!r} (expected {expected!r})")
     for task in sorted(counts) if len(counts) > 1 else []:
         print(f"{task}: {correct[task]}/{counts[task]} = {100 * correct[task] / counts[task]:.1f}%")
     n, k = sum(counts.values()), sum(correct.values())

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from data_io import read_text, write_splits, write_tokens
+from data_io import as_tokens, read_text, write_splits
 from tokenizer import BPE_FILE, SPECIAL_TOKENS
 
 BOUNDARY = '<|endoftext|>'
@@ -208,17 +208,16 @@ def write_dataset(data_dir, base, splits, block_size):
     os.makedirs(data_dir, exist_ok=True)
     meta = {'vocab_size': tok.vocab_size, 'special_tokens': list(SPECIAL_TOKENS), 'base_vocab_size': base.vocab_size,
             'bos_id': tok.special_id(BOUNDARY)}
+    files = {f"{split}_mask.bin": as_tokens(mask, np.uint8).tobytes() for split, (_, mask) in arrays.items()}
     if base.kind == 'char':
         meta.update(stoi=base.stoi, itos=base.itos)
     elif base.kind == 'bpe':
-        base.save(os.path.join(data_dir, BPE_FILE))
+        files[BPE_FILE] = base.to_json()
         meta['tokenizer'] = 'bpe'
+    write_splits(data_dir, {split: ids for split, (ids, _) in arrays.items()}, tok.vocab_size, meta, files)
     if base.kind != 'bpe' and os.path.exists(os.path.join(data_dir, BPE_FILE)):
         # an earlier run's on a BPE base: load_tokenizer would read these ids through it
         os.remove(os.path.join(data_dir, BPE_FILE))
-    for split, (ids, mask) in arrays.items():
-        write_tokens(os.path.join(data_dir, f"{split}_mask.bin"), mask, np.uint8)
-    write_splits(data_dir, {split: ids for split, (ids, _) in arrays.items()}, tok.vocab_size, meta)
     return out
 
 
@@ -244,10 +243,8 @@ class Chat:
         self.device = next(model.parameters()).device
         # made by the first reply, under the caller's autocast: the cache then has the keys' dtype (bf16 under bf16
         # autocast: half the memory and reads of an fp32 one), as generate's has
-        self.kv_cache = None
+        self.kv_cache = None  # the keys and values of context()[:kv_cache.pos]
         self.turns = []  # ids of each turn so far (the user's message and the reply), after head
-        self.cached = []  # the ids whose keys and values are in kv_cache (kv_cache.pos of them)
-        self.pending = list(self.head)  # ids of the conversation not fed to the model yet
 
     def context(self):
         return self.head + [i for turn in self.turns for i in turn]
@@ -261,7 +258,7 @@ class Chat:
         while len(self.turns) > 1 and sum(map(len, self.turns)) > keep:
             self.turns.pop(0)
         del self.turns[-1][:max(len(self.turns[-1]) - keep, 0)]
-        self.kv_cache.pos, self.cached, self.pending = 0, [], self.context()
+        self.kv_cache.pos = 0
 
     def reply(self, message, max_new_tokens, temperature=1.0, top_k=None):
         """ Yield the reply's token ids to message as they come (top_k=1: greedy), up to <|assistant_end|>. """
@@ -269,30 +266,27 @@ class Chat:
         from model import sample_next
         turn = prompt_ids(self.tok, message)
         self.turns.append(turn)
-        self.pending += turn
         if self.kv_cache is None:
             self.kv_cache = self.model.new_kv_cache(1)
         try:
             for _ in range(max_new_tokens):
-                if len(self.cached) + len(self.pending) > self.block_size:
+                if len(self.context()) > self.block_size:
                     self._crop()
+                # what the cache does not hold yet, by its own position: a reply stopped anywhere (Ctrl-C, inside
+                # the forward too) leaves nothing fed twice or skipped
+                unfed = self.context()[self.kv_cache.pos:]
                 with torch.no_grad():
-                    logits, _ = self.model(torch.tensor([self.pending], device=self.device), kv_cache=self.kv_cache)
-                self.cached.extend(self.pending)
-                self.pending = []
+                    logits, _ = self.model(torch.tensor([unfed], device=self.device), kv_cache=self.kv_cache)
                 idx = sample_next(logits[:, -1, :].float(), temperature, top_k).item()
                 turn.append(idx)
-                self.pending = [idx]
                 if idx == self.end:
                     return
                 yield idx
         finally:  # cut at max_new_tokens, or stopped by the caller (Ctrl-C): the reply still ends as the
             if turn[-1] != self.end:  # template says, fed with the next turn
                 turn.append(self.end)
-                self.pending.append(self.end)
 
     def add_turn(self, message, reply):
         """ A whole turn given, not generated (the earlier turns of an evaluation record). """
         turn = message_ids(self.tok, 'user', message) + message_ids(self.tok, 'assistant', reply)
         self.turns.append(turn)
-        self.pending += turn

@@ -112,14 +112,20 @@ def fsync_tree(path):
         fsync_path(root)
 
 
-def write_tokens(path, ids, dtype):
-    """ Write token ids as a flat array of dtype, atomically. """
+def as_tokens(ids, dtype):
+    """ ids as an array of dtype, or a ValueError where one does not fit (astype would wrap it around). """
     ids = np.asarray(ids)
-    if ids.size and (ids.max() > np.iinfo(dtype).max or ids.min() < 0):  # else astype would wrap them around
+    if ids.size and (ids.max() > np.iinfo(dtype).max or ids.min() < 0):
         bad = ids.max() if ids.max() > np.iinfo(dtype).max else ids.min()
         raise ValueError(f"token id {bad} does not fit {np.dtype(dtype).name}")
+    return ids.astype(dtype)
+
+
+def write_tokens(path, ids, dtype):
+    """ Write token ids as a flat array of dtype, atomically. """
+    tokens = as_tokens(ids, dtype)
     with atomic_open(path) as f:
-        ids.astype(dtype).tofile(f)
+        tokens.tofile(f)
 
 
 def read_meta(data_dir):
@@ -251,13 +257,20 @@ def check_split_sizes(sizes, source):
                              f"{MIN_SPLIT_TOKENS:,} are needed (one block of 1024 + 1)")
 
 
-def write_splits(data_dir, splits, vocab_size, meta=None):
-    """ Write {split: ids} as data_dir/<split>.bin in the dtype the vocabulary needs, and meta.pkl when
-    given (with 'dtype' added unless uint16, so open_tokens reads the files back right). """
-    for split, ids in splits.items():
-        write_tokens(os.path.join(data_dir, f"{split}.bin"), ids, token_dtype(vocab_size))
-    if meta is not None:
-        save_meta(os.path.join(data_dir, 'meta.pkl'), with_dtype(meta, vocab_size))
+def write_splits(data_dir, splits, vocab_size, meta=None, files=None):
+    """ Write {split: ids} as data_dir/<split>.bin in the dtype the vocabulary needs, meta.pkl when given (with
+    'dtype' added unless uint16, so open_tokens reads the files back right) and files, {name: bytes} (a BPE's
+    bpe.json). Each is renamed into place only once all are written: a run that fails (a full disk) leaves the
+    dataset's previous files as they were, never new tokens beside an old vocabulary. """
+    with contextlib.ExitStack() as stack:
+        def open_new(name):
+            return stack.enter_context(atomic_open(os.path.join(data_dir, name)))
+        for split, ids in splits.items():
+            as_tokens(ids, token_dtype(vocab_size)).tofile(open_new(f"{split}.bin"))
+        if meta is not None:
+            pickle.dump(with_dtype(meta, vocab_size), open_new('meta.pkl'))
+        for name, data in (files or {}).items():
+            open_new(name).write(data)
 
 
 def write_char_dataset(data_dir, text, source):

@@ -204,15 +204,19 @@ class BPETokenizer(Tokenizer):
                 return self.enc._mergeable_ranks
         return FromRanks(pattern=self.enc._pat_str).converted()
 
-    def save(self, path):
-        """ Write the tokenizer as JSON (atomically): the split regex, each token's bytes (base64, in rank
-        order) and the special tokens. """
+    def to_json(self):
+        """ The tokenizer as JSON bytes: the split regex, each token's bytes (base64, in rank order) and the
+        special tokens. """
         ranks = sorted(self.enc._mergeable_ranks.items(), key=lambda kv: kv[1])
         data = {'format': BPE_FORMAT, 'pattern': self.enc._pat_str,
                 'ranks': [base64.b64encode(token).decode('ascii') for token, _ in ranks],
                 'special_tokens': self.special_tokens}
+        return json.dumps(data, indent=1).encode('ascii')
+
+    def save(self, path):
+        """ Write to_json() to path, atomically. """
         with atomic_open(path) as f:
-            f.write(json.dumps(data, indent=1).encode('ascii'))
+            f.write(self.to_json())
         self.path = path
 
 

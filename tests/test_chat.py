@@ -3,17 +3,21 @@ conversation, each token is fed once (no re-prefill of earlier turns), and cropp
 conversation's start; --prompt answers once (the greedy reply of an in-process Chat); the interactive mode,
 driven through stdin, answers each line and ends at EOF; a message the tokenizer can't encode (a special token's
 name on a character vocabulary) is refused in one line and the chat goes on; Ctrl-C stops a reply and the chat goes
-on; --eval_file scores exact match, a record's system message taken by its role even when empty (no system block,
+on, and where it lands inside a forward the cache stays in step with the conversation; in an --eval_file run it stops
+the run; --eval_file scores exact match, a record's system message taken by its role even when empty (no system block,
 as in training), and a bad record stops it in one line naming the file and the record; a checkpoint without a chat
-template, an unknown --quantize, or a system message over half the context is a one-line error; whatever is cropped,
-the model sees at most block_size tokens ending with the current turn; under bf16 autocast the chat's KV cache is
-bf16, as generate's is."""
+template, an unknown --quantize, --system with --eval_file, a bigram model or a system message over half the context
+is a one-line error; whatever is cropped, the model sees at most block_size tokens ending with the current turn;
+under bf16 autocast the chat's KV cache is bf16, as generate's is."""
 
 import json
+import os
+import re
 import select
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -21,6 +25,7 @@ import torch
 from chat_template import BOUNDARY, Chat, head_ids, prompt_ids, render
 from conftest import ROOT, error_line, make_sft_workdir, run_script, save_checkpoint, tiny_gpt
 from data_io import read_meta
+from model import GPTConfig, build_model
 from tokenizer import load_tokenizer
 
 
@@ -44,7 +49,8 @@ def test_kv_cache_across_turns_equals_recomputing(sft_workdir, block_size):
     fed, checked = [], []
 
     def check(module, args, output):  # each forward: the cached logits against the whole context recomputed
-        context = chat.cached + chat.pending
+        context = chat.context()
+        assert chat.kv_cache.pos == len(context)
         fed.append(args[0].size(1))
         with torch.no_grad():
             full = model.__class__.forward(model, torch.tensor([context]))[0][0, -1]
@@ -57,10 +63,10 @@ def test_kv_cache_across_turns_equals_recomputing(sft_workdir, block_size):
         '<|endoftext|><|system_start|>be brief<|system_end|>')
     if block_size == 64:  # nothing cropped: each token went through the model once
         # (the last reply's last tokens wait for the next turn)
-        assert sum(fed) == len(chat.cached) and chat.cached + chat.pending == context
+        assert sum(fed) == chat.kv_cache.pos < len(context)
         assert tok.decode(context).endswith(f"and now?<|user_end|><|assistant_start|>{replies[-1]}<|assistant_end|>")
     else:  # cropped: whole turns dropped from the start, the system message kept
-        assert len(chat.cached) <= block_size and 'spell the' not in tok.decode(context)
+        assert chat.kv_cache.pos <= block_size and 'spell the' not in tok.decode(context)
 
 
 def test_prompt_answers_once_and_refuses_a_base_model(sft_workdir):
@@ -75,6 +81,13 @@ def test_prompt_answers_once_and_refuses_a_base_model(sft_workdir):
     # a bad setting is refused before any model is read
     p = run_script('chat.py', '--out_dir=nowhere', '--quantize=int4', cwd=sft_workdir, check=False)
     error_line(p, "unknown quantize 'int4': use '' (none) or int8, nf4")
+    p = run_script('chat.py', '--out_dir=nowhere', '--eval_file=q.jsonl', '--system=hi', cwd=sft_workdir, check=False)
+    error_line(p, "--eval_file takes each record's own system message: drop --system")
+    # a bigram model has no KV cache to keep across turns
+    save_checkpoint(sft_workdir / 'out-bigram', build_model(GPTConfig(model_type='bigram', block_size=64, vocab_size=
+        read_meta(sft_workdir / 'data' / 'sft')['vocab_size'])), dataset='sft')
+    p = run_script('chat.py', '--out_dir=out-bigram', '--prompt=hi', '--device=cpu', cwd=sft_workdir, check=False)
+    error_line(p, "a bigram model has none: sample from it with sample.py")
     # a --dataset that is not there, or not an instruction set, is named as the problem, not the model
     p = run_script('chat.py', '--out_dir=out-base', '--dataset=sfd', '--prompt=hi', cwd=sft_workdir, check=False)
     error_line(p, "dataset='sfd': data/sfd/meta.pkl not found")
@@ -156,6 +169,58 @@ def test_ctrl_c_stops_a_reply_and_the_chat_goes_on(sft_workdir):
     assert seen.count('[stopped]') == 2 and out.endswith('user: \n'), (seen[-300:], out[-300:])
 
 
+def test_ctrl_c_stops_an_eval_run(sft_workdir):
+    """ In an --eval_file run, Ctrl-C stops the run (one line, no score), not just the reply it lands in. """
+    record = json.dumps({'instruction': 'spell the', 'output': 't h e'})
+    (sft_workdir / 'q.jsonl').write_text((record + '\n') * 5000)
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'chat.py'), '--out_dir=out-sft', '--eval_file=q.jsonl',
+                             '--max_new_tokens=60', '--device=cpu', '--dtype=float32'], cwd=sft_workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = b''
+    while not re.search(rb'\| [1-9]\d*/5000', err):  # its progress bar: replies are being scored
+        assert select.select([proc.stderr], [], [], 60)[0], err[-300:]
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        assert chunk, err[-300:]
+        err += chunk
+    time.sleep(0.3)  # into a reply: the bar is drawn between two
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, rest = proc.communicate(timeout=60)  # not the 3.5 minutes of the whole run
+    finally:
+        proc.kill()
+    err = (err + rest).decode()
+    assert proc.returncode == -signal.SIGINT and 'Traceback' not in err, err[-3000:]
+    assert re.split(r'[\r\n]', err.strip())[-1] == 'stopped (Ctrl-C)' and b'exact match' not in out
+
+
+@pytest.mark.parametrize('where', ['transformer.h.1', 'lm_head'])  # before the cache has moved on, and after
+def test_a_reply_stopped_inside_the_forward_leaves_the_cache_in_step(sft_workdir, where):
+    """ Ctrl-C lands inside a forward: in a Block (the cache not moved on yet) or in lm_head (moved on). The next
+    turns feed what the cache lacks, no more, no less: their logits are those of the whole conversation. """
+    chat, model, tok = chat_of(sft_workdir)
+    calls = []
+
+    def interrupt(module, args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+    handle = model.get_submodule(where).register_forward_pre_hook(interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        list(chat.reply('spell the', 10, top_k=1))
+    handle.remove()
+    checked = []
+
+    def check(module, args, output):
+        context = chat.context()
+        with torch.no_grad():
+            full = model.__class__.forward(model, torch.tensor([context]))[0][0, -1]
+        checked.append(chat.kv_cache.pos == len(context) and torch.allclose(output[0][0, -1], full, atol=1e-5))
+    model.register_forward_hook(check)
+    for message in ('say it', 'and now?'):
+        list(chat.reply(message, 5, top_k=1))
+    assert len(checked) >= 2 and all(checked)
+
+
 def test_eval_file_scores_exact_match(sft_workdir):
     (sft_workdir / 'q.jsonl').write_text(
         '{"instruction": "spell the", "output": "t h e"}\n'
@@ -217,9 +282,9 @@ def test_cropping_keeps_the_current_turn_within_block_size(sft_workdir, system_c
     current, seen = [], []
 
     def check(module, args, output):
-        fed = chat.cached + chat.pending
-        assert args[0][0].tolist() == chat.pending and len(fed) <= 24
-        assert fed[:len(chat.head)] == chat.head and fed == chat.context()
+        fed = chat.context()  # all of it in the cache now, the tokens of this forward last
+        assert chat.kv_cache.pos == len(fed) <= 24 and args[0][0].tolist() == fed[len(fed) - args[0].size(1):]
+        assert fed[:len(chat.head)] == chat.head
         tail = fed[len(chat.head):]
         assert tail and current[-len(tail):] == tail, (tok.decode(fed), tok.decode(current))
         seen.append(len(fed))

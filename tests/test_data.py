@@ -3,7 +3,7 @@ Guards data/*/prepare.py and the token files of data_io.py: each prepare script,
 on data the test makes, writes bins that decode back to its input with the documented split sizes,
 gives byte-identical files when rerun, fails with a clear message and no files on a failed download,
 an unreachable hub or too little text; the uint16/uint32 switch at 65536 symbols reads back exactly;
-load_meta never runs code from a pickle. The trained-BPE datasets (shakespeare_bpe, openwebtext's
+load_meta never runs code from a pickle; a dataset's files are replaced all together or not at all. The trained-BPE datasets (shakespeare_bpe, openwebtext's
 --tokenizer=bpe into a folder of one's own) decode back through their bpe.json, rerun byte for byte, print
 the encoding speed line, and refuse a too small vocab_size, an empty or non-UTF-8 corpus in one line.
 """
@@ -23,7 +23,7 @@ import pytest
 
 from conftest import closed_port_url, copy_prepare, error_line, run_script, tiny_text
 from data_io import (MIN_SPLIT_TOKENS, load_meta, open_tokens, read_meta, write_char_dataset, write_documents,
-                     write_tokens)
+                     write_splits, write_tokens)
 
 
 def prepare(data_dir, *args, check=True, env=None):
@@ -435,6 +435,20 @@ def test_token_files_out_of_range_or_empty(tmp_path):
     write_tokens(tmp_path / 'train.bin', np.array([], dtype=np.int64), np.uint16)
     with pytest.raises(ValueError, match=r"train.bin is empty; rerun its prepare.py"):
         open_tokens(tmp_path, 'train', {})
+
+
+def test_a_dataset_is_written_all_or_nothing(tmp_path):
+    """ write_splits renames its files into place only once all are written: one that fails (a val id past the
+    dtype here; a full disk alike) leaves the previous files as they were, no new train.bin beside the old
+    vocabulary, and no temporary file. """
+    write_splits(tmp_path, {'train': [1, 2, 3], 'val': [4, 5]}, 100, {'vocab_size': 100}, files={'bpe.json': b'old'})
+    before = outputs(tmp_path)
+    with pytest.raises(ValueError, match="token id 70000 does not fit uint16"):
+        write_splits(tmp_path, {'train': [7, 8, 9], 'val': [70000]}, 100, {'vocab_size': 99}, files={'bpe.json': b'new'})
+    assert outputs(tmp_path) == before and set(before) == {'train.bin', 'val.bin', 'meta.pkl', 'bpe.json'}
+    write_splits(tmp_path, {'train': [7, 8, 9], 'val': [6]}, 100, {'vocab_size': 99}, files={'bpe.json': b'new'})
+    assert np.fromfile(tmp_path / 'train.bin', np.uint16).tolist() == [7, 8, 9] and read_meta(tmp_path) == {
+        'vocab_size': 99} and (tmp_path / 'bpe.json').read_bytes() == b'new' and len(outputs(tmp_path)) == 4
 
 
 class RunsCode:

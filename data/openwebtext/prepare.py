@@ -10,14 +10,16 @@ $ python data/openwebtext/prepare.py                                            
 $ python data/openwebtext/prepare.py --dataset=json --data_files='/data/*.jsonl' --out_dataset=mine   # local, offline
 $ python data/openwebtext/prepare.py --dataset=text --data_files='/data/*.txt' --out_dataset=mine --tokenizer=bpe
 """
+import contextlib
 import glob
 import os
+import pickle
 import sys
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
 from data_io import (atomic_open, check_document, check_split_sizes, hub_reachable, out_dataset_dir,  # noqa: E402
-                     save_meta, with_dtype, write_documents)
+                     with_dtype, write_documents)
 from tokenizer import BPE_FILE, check_vocab_size, train_bpe  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -83,15 +85,17 @@ try:
               f"{len(tok.special_tokens)} special tokens) on the {len(split['train']):,} train documents")
         enc = tok.enc
     os.makedirs(data_dir, exist_ok=True)
-    # both files appear together or not at all: renamed only once both are complete and big enough
-    with atomic_open(os.path.join(data_dir, 'val.bin')) as fv, atomic_open(os.path.join(data_dir, 'train.bin')) as ft:
+    # the files appear together or not at all: renamed only once all are complete and the splits big enough
+    with atomic_open(os.path.join(data_dir, 'val.bin')) as fv, atomic_open(os.path.join(data_dir, 'train.bin')) as ft, \
+            contextlib.ExitStack() as vocab:
         n_val = write_documents(split['test'], fv, text_column, num_proc, desc='val', enc=enc)
         n_train = write_documents(split['train'], ft, text_column, num_proc, desc='train', enc=enc)
         check_split_sizes({'train': n_train, 'val': n_val}, f"dataset {dataset!r}")
-    if tokenizer == 'bpe':
-        tok.save(bpe_path)
-        save_meta(meta_path, with_dtype({'vocab_size': tok.vocab_size, 'tokenizer': 'bpe'}, tok.vocab_size))
-    else:  # a BPE prepared here before would claim these GPT-2 tokens as its own
+        if tokenizer == 'bpe':
+            vocab.enter_context(atomic_open(bpe_path)).write(tok.to_json())
+            meta = with_dtype({'vocab_size': tok.vocab_size, 'tokenizer': 'bpe'}, tok.vocab_size)
+            pickle.dump(meta, vocab.enter_context(atomic_open(meta_path)))
+    if tokenizer != 'bpe':  # a BPE prepared here before would claim these GPT-2 tokens as its own
         for path in (bpe_path, meta_path):
             if os.path.exists(path):
                 os.remove(path)

@@ -38,8 +38,8 @@ try:
     train_seconds = time.perf_counter() - t0
     splits = {'train': tok.encode_ordinary(text[:n]), 'val': tok.encode_ordinary(text[n:])}
     check_split_sizes({split: len(ids) for split, ids in splits.items()}, input_path)
-    tok.save(os.path.join(data_dir, BPE_FILE))
-    write_splits(data_dir, splits, tok.vocab_size, {'vocab_size': tok.vocab_size, 'tokenizer': 'bpe'})
+    write_splits(data_dir, splits, tok.vocab_size, {'vocab_size': tok.vocab_size, 'tokenizer': 'bpe'},
+                 files={BPE_FILE: tok.to_json()})
 except (OSError, ValueError) as e:
     sys.exit(f"error: {e}")
 print(f"trained a BPE of {tok.vocab_size:,} tokens ({tok.n_ordinary - 256:,} merges, {len(tok.special_tokens)} special "
