@@ -140,6 +140,13 @@ def render(tok, conversation):
     return ids, mask
 
 
+# render()'s format as a Jinja chat template, for Hugging Face's tokenizer.apply_chat_template (export.py writes it
+# beside an instruction-tuned model): the same ids, and the generation prompt that opens a reply
+HF_TEMPLATE = ("{{ '" + BOUNDARY + "' }}{% for m in messages %}{% if m['role'] != 'system' or m['content'] %}"
+               "<|{{ m['role'] }}_start|>{{ m['content'] }}<|{{ m['role'] }}_end|>{% endif %}{% endfor %}"
+               "{% if add_generation_prompt %}<|assistant_start|>{% endif %}")
+
+
 def head_ids(tok, system=''):
     """ Ids that open a conversation: the boundary token, and the system message if there is one. """
     ids = [tok.special_id(BOUNDARY)]

@@ -6,7 +6,9 @@ A LoRA checkpoint is merged into its base weights first; a QLoRA one into its de
 bias=False model gets zero ones, which compute the same function.
 The tokenizer of the run's dataset (tokenizer.py: characters, a trained BPE or GPT-2's) is written beside
 the model, so that AutoTokenizer.from_pretrained(dir) and pipeline('text-generation', model=dir) load the
-directory; when it can't be (the dataset folder is not here, it doesn't fit the model), a note says why.
+directory; when it can't be (the dataset folder is not here, it doesn't fit the model), a note says why. An
+instruction-tuned model's tokenizer gets the chat template (apply_chat_template gives the ids of training and
+chat.py), and its generate() stops at <|assistant_end|> as well as <|endoftext|>.
 """
 import os
 import shutil
@@ -17,7 +19,8 @@ import runtime
 from data_io import fsync_path, fsync_tree
 from model import HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
 from quantize import dequantize
-from tokenizer import load_tokenizer
+from chat_template import HF_TEMPLATE
+from tokenizer import SPECIAL_TOKENS, load_tokenizer
 
 # -----------------------------------------------------------------------------
 out_dir = 'out' # directory holding the ckpt.pt (or, from an FSDP run, ckpt.dcp) written by train.py
@@ -62,12 +65,17 @@ except (OSError, ValueError) as e:
           f"won't load {to} until one is")
 # its <|endoftext|>; without a tokenizer, GPT-2's when the vocabulary is GPT-2's (a character vocabulary has none)
 eot = tok.special_tokens.get('<|endoftext|>') if tok else 50256 if cfg.vocab_size > 50256 else None
+chat = tok is not None and all(name in tok.special_tokens for name in SPECIAL_TOKENS) # instruction-tuned
+if chat: # apply_chat_template renders as training did, and generate() stops at the end of the reply too
+    hf_tokenizer.chat_template = HF_TEMPLATE
 hf_config = GPT2Config(
     vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
     n_head=cfg.n_head, activation_function=next(hf for hf, ours in HF_ACTIVATIONS.items() if ours == cfg.activation),
     resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, layer_norm_epsilon=1e-5,
     bos_token_id=eot, eos_token_id=eot)
 model_hf = GPT2LMHeadModel(hf_config)
+if chat:
+    model_hf.generation_config.eos_token_id = [eot, tok.special_id('<|assistant_end|>')]
 # the parameter names are the same; HF's Conv1D weights are transposed
 sd = {k: v.t() if k.endswith(HF_CONV1D_WEIGHTS) else v for k, v in model.state_dict().items()}
 if not cfg.bias:
@@ -97,4 +105,4 @@ print(f"wrote {to}: GPT2LMHeadModel with {model_hf.num_parameters():,} parameter
       f"activation_function={hf_config.activation_function}, vocab_size={cfg.vocab_size}")
 if tok is not None:
     print(f"wrote its tokenizer beside it ({tok.describe()}, {tok.vocab_size:,} tokens): "
-          f"AutoTokenizer.from_pretrained('{to}') loads it")
+          f"AutoTokenizer.from_pretrained('{to}') loads it" + (", with its chat template" if chat else ""))

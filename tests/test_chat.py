@@ -310,6 +310,32 @@ def test_the_kv_cache_has_the_dtype_of_the_keys(sft_workdir):
     assert chat.kv_cache.k[0].dtype == torch.float32
 
 
+def test_export_writes_the_chat_template(sft_workdir):
+    """ export.py on an instruction-tuned model: Hugging Face's apply_chat_template gives render()'s ids (no, an
+    empty and a real system message, two turns), its generation prompt Chat's context, and greedy generate() the
+    reply Chat gives (cut at max_new_tokens by both, or ended by <|assistant_end|>, an end of generate()'s). """
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+    p = run_script('export.py', '--out_dir=out-sft', '--to=hf', cwd=sft_workdir)
+    assert p.stdout.rstrip().endswith('with its chat template')
+    hf_tok = AutoTokenizer.from_pretrained(sft_workdir / 'hf')
+    chat, model, tok = chat_of(sft_workdir, system='be brief')
+    turns = [{'role': 'user', 'content': 'spell the'}, {'role': 'assistant', 'content': 't h e'},
+             {'role': 'user', 'content': 'say it'}, {'role': 'assistant', 'content': 'it'}]
+    for system in ([], [{'role': 'system', 'content': ''}], [{'role': 'system', 'content': 'be brief'}]):
+        assert hf_tok.apply_chat_template(system + turns)['input_ids'] == render(tok, system + turns)[0]
+    prompt = hf_tok.apply_chat_template(system + turns[:3], add_generation_prompt=True)['input_ids']
+    chat.add_turn('spell the', 't h e')
+    reply = chat.reply('say it', 20, top_k=1)
+    ours = [next(reply)]
+    assert prompt == chat.context()[:-1]  # what the first reply token was sampled after
+    ours += list(reply)
+    hf = GPT2LMHeadModel.from_pretrained(sft_workdir / 'hf').eval()
+    assert hf.generation_config.eos_token_id == [tok.special_id(BOUNDARY), tok.special_id('<|assistant_end|>')]
+    with torch.no_grad():
+        theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False)[0, len(prompt):].tolist()
+    assert theirs == ours + [tok.special_id('<|assistant_end|>')] if len(ours) < 20 else theirs == ours
+
+
 @pytest.mark.parametrize('record, message', [
     ({'messages': [{'role': 'user', 'content': 'hi'}]},
      'record 2 of q.jsonl: it ends with a user message that has no assistant reply; fix or remove it'),
