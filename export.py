@@ -16,10 +16,10 @@ import shutil
 import torch
 
 import runtime
+from chat_template import HF_TEMPLATE
 from data_io import fsync_path, fsync_tree
 from model import HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
 from quantize import dequantize
-from chat_template import HF_TEMPLATE
 from tokenizer import SPECIAL_TOKENS, load_tokenizer
 
 # -----------------------------------------------------------------------------
