@@ -1,5 +1,5 @@
-"""LoRA surgery (model.apply_lora / merge_lora): the adapted model starts out computing exactly what the
-base computes, trains only its adapters (counted independently from the config), merges back into plain
+"""LoRA surgery (model.apply_lora / merge_lora): an adapter adds (alpha / rank) B A x, checked by hand; the adapted
+model starts out computing exactly what the base computes, trains only its adapters (counted independently from the config), merges back into plain
 weights with the same logits, round-trips through a checkpoint, and rejects bad settings by message."""
 
 import copy
@@ -34,6 +34,19 @@ def test_lora_starts_as_the_base_model(targets):
     model = apply_lora(copy.deepcopy(base), rank=4, alpha=8, targets=targets).eval()
     assert sum(isinstance(m, LoRALinear) for m in model.modules()) == CONFIG['n_layer'] * len(targets)
     assert torch.equal(all_logits(model, idx), expected)
+
+
+def test_lora_adds_the_scaled_low_rank_update():
+    """ By hand: y = base(x) + (alpha / rank) x A^T B^T, and merged() folds in that same update. """
+    torch.manual_seed(0)
+    base = torch.nn.Linear(8, 6)
+    lora = LoRALinear(copy.deepcopy(base), rank=2, alpha=6)
+    with torch.no_grad():
+        lora.lora_B.normal_()
+        x = torch.randn(3, 8)
+        expected = base(x) + 3.0 * (x @ lora.lora_A.t() @ lora.lora_B.t())
+        assert torch.allclose(lora(x), expected, atol=1e-6)
+        assert torch.allclose(lora.merged()(x), expected, atol=1e-5)
 
 
 def test_only_adapters_train():

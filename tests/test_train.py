@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (ROOT, error_line, iter_losses, load, make_char_dataset, run_train, step_losses, tiny_text,
-                      tiny_train_args, to_original_nanogpt, train_in_two_halves)
+from conftest import (ROOT, error_line, iter_losses, load, make_char_dataset, run_script, run_train, step_losses,
+                      tiny_text, tiny_train_args, to_original_nanogpt, train_in_two_halves)
 from data_io import read_meta, write_tokens
 from model import GPTConfig
 from runtime import load_checkpoint, model_from_checkpoint
@@ -114,10 +114,28 @@ def test_resume_reproduces_an_uninterrupted_run(straight_run):
     assert step_losses(second.stdout)[6] == step_losses(out)[6]
 
 
+# train.py run in-process by runpy, model.checkpoint counted: the gradient checkpointing test's proof that it was on
+COUNT_CHECKPOINTS = f"""
+import runpy, sys
+sys.path.insert(0, {str(ROOT)!r})
+import model
+calls, checkpoint = [], model.checkpoint
+model.checkpoint = lambda *args, **kw: calls.append(1) or checkpoint(*args, **kw)
+sys.argv = [{str(ROOT / 'train.py')!r}, *sys.argv[1:]]
+runpy.run_path(sys.argv[0], run_name='__main__')
+print(f"checkpointed Block forwards: {{len(calls)}}")
+"""
+
+
 def test_gradient_checkpointing_gives_the_same_run(straight_run, tmp_path):
+    """ The same losses, with every Block of every training forward checkpointed (2 layers x 2 micro-steps x 6
+    iterations; the evaluations' forwards have no backward to recompute for). """
     cwd, args, out = straight_run
-    p = train(cwd, *args, '--max_iters=6', f'--out_dir={tmp_path}', '--gradient_checkpointing=True')
+    (tmp_path / 'count.py').write_text(COUNT_CHECKPOINTS)
+    p = run_script(tmp_path / 'count.py', *TINY, *args, '--max_iters=6', f'--out_dir={tmp_path / "out"}',
+                   '--gradient_checkpointing=True', cwd=cwd, env={'OMP_NUM_THREADS': '1'})
     assert iter_losses(p.stdout) == iter_losses(out)
+    assert p.stdout.splitlines()[-1] == 'checkpointed Block forwards: 24'
 
 
 def test_relu_trains(straight_run):
