@@ -1,6 +1,7 @@
 """LoRA surgery (model.apply_lora / merge_lora): an adapter adds (alpha / rank) B A x, checked by hand; the adapted
-model starts out computing exactly what the base computes, trains only its adapters (counted independently from the config), merges back into plain
-weights with the same logits, round-trips through a checkpoint, and rejects bad settings by message."""
+model starts out computing exactly what the base computes, trains only its adapters (counted independently from
+the config), merges back into plain weights with the same logits, round-trips through a checkpoint, and rejects
+bad settings by message."""
 
 import copy
 import dataclasses
