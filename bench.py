@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import torch
@@ -94,6 +95,19 @@ class WeightStreams(torch.nn.Module):
         super().__init__()
         self.layers = torch.nn.ModuleList(m for m in model.modules() if hasattr(m, 'in_features'))
         self.nbytes = sum(t.nbytes for m in self.layers for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)])
+        self.dtypes = [torch.float32] * len(self.layers) # of each matrix's input: see record_input_dtypes
+
+    def record_input_dtypes(self, decode):
+        """ The dtype each matrix's input has while decode() runs, for the floor to feed it the same: under autocast
+        some are bf16 and some fp32, and a kernel may take another path for each (nf4's does). """
+        seen = {}
+        hooks = [m.register_forward_pre_hook(lambda m, args: seen.setdefault(m, args[0].dtype) and None) for m in self.layers]
+        try:
+            decode()
+        finally:
+            for hook in hooks:
+                hook.remove()
+        self.dtypes = [seen[m] for m in self.layers]
 
     def forward(self, xs):
         return [m(x) for m, x in zip(self.layers, xs)]
@@ -103,7 +117,7 @@ def weight_streaming_floor(streams):
     """ ms of one pass of streams (WeightStreams): the time to stream all the weights from memory, that no decode
     step (which reads each weight once) can beat. One matrix timed alone in a loop would stay in the CPU's cache
     and give a lower figure than any decode can reach. """
-    xs = [torch.randn(1, m.in_features, device=device) for m in streams.layers]
+    xs = [torch.randn(1, m.in_features, device=device, dtype=dt) for m, dt in zip(streams.layers, streams.dtypes)]
     passes = []
     with torch.no_grad(), ctx:
         while len(passes) < 5 or (sum(passes) < 1.0 and len(passes) < 200): # a second at least
@@ -139,6 +153,8 @@ if mode == 'generate':
             if packed:
                 print(f"{packed} Linear layers packed for oneDNN")
         streams[name] = WeightStreams(model)
+        with ctx:
+            streams[name].record_input_dtypes(lambda: model.generate(x, 2, top_k=1))
         if compile: # as sample.py does it, in place, so that generate's calls to self() run compiled; the floor alike
             runtime.compile_for_inference(model)
             runtime.compile_for_inference(streams[name])
@@ -191,7 +207,9 @@ if mode == 'generate':
             print(f"{name}:")
         floor_ms, decode_ms[name], weight_bytes = float(np.median(floors[name])), float(np.median(decodes[name])), streams[name].nbytes
         print(f"prefill: {prompt_len} tokens in {prefills[name]*1000:.1f}ms")
-        print(f"weight-streaming floor: {floor_ms:.2f}ms per token ({weight_bytes/1e6:.2f} MB of weights, {weight_bytes/floor_ms/1e6:.1f} GB/s)")
+        inputs = ', '.join(f"{n} {str(dt).removeprefix('torch.')}" for dt, n in Counter(streams[name].dtypes).items())
+        print(f"weight-streaming floor: {floor_ms:.2f}ms per token ({weight_bytes/1e6:.2f} MB of weights, {weight_bytes/floor_ms/1e6:.1f} GB/s; "
+              f"inputs as the decode's: {inputs})")
         # what attention reads on top of the weights, not in the floor: the keys and values of the positions so far
         with ctx:  # in autocast's dtype, as generate's: outside it a bf16 or fp16 cache would count as fp32
             cache = model.new_kv_cache(1)

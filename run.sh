@@ -4,6 +4,10 @@
 #   bash run.sh test         the whole test suite (what CI runs); more arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")"
+case "${1:-}" in
+quickstart|test) ;;
+*) echo "usage: bash run.sh quickstart|test" >&2; exit 2 ;;
+esac
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
@@ -24,6 +28,4 @@ quickstart)
     fi ;;
 test)
     $py -m pytest "${@:2}" ;;
-*)
-    echo "usage: bash run.sh quickstart|test" >&2; exit 2 ;;
 esac

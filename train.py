@@ -153,7 +153,8 @@ else:
     # if not ddp, we are running on a single device, and one process
     master_process = True
     seed_offset = 0
-if master_process and device_type == 'cpu' and 'cuda' in config['device']:
+if (master_process and device_type == 'cpu' and 'cuda' in config['device']
+        and not {'dataset', 'init_from'} & set(_overridden)): # the defaults' data and model, not one's own
     print("note: the default settings are nanoGPT's GPT-2 124M recipe for 8 GPUs; on a CPU start with "
           "config/train_shakespeare_char_cpu.py (or config/train_python_char.py offline)")
 config.update(dtype=rt.dtype, device=device, backend=backend) # record what 'auto' resolved to
@@ -395,8 +396,10 @@ def get_lr(it):
 
 def check_finite(what, value):
     if not math.isfinite(value):
+        kept = (f"The last good checkpoint in {out_dir} is untouched" if os.path.exists(runtime.checkpoint_path(out_dir))
+                else f"No checkpoint was written to {out_dir}")
         raise ValueError(f"{what} is {value} at iter {iter_num}: training diverged; lower learning_rate (or use "
-                         f"bfloat16/float32 instead of float16). The last good checkpoint in {out_dir} is untouched")
+                         f"bfloat16/float32 instead of float16). {kept}")
 
 
 # logging
@@ -517,8 +520,9 @@ while True:
     iter_num += 1
     local_iter_num += 1
 
-if master_process and not eval_only and saved_at is None:
-    why = (f"no iteration ran (max_iters={max_iters}, the run started at iter {iter_num})" if local_iter_num == 0 else
+if master_process and saved_at is None:
+    why = ("eval_only=True evaluates, and trains nothing" if eval_only else
+           f"no iteration ran (max_iters={max_iters}, the run started at iter {iter_num})" if local_iter_num == 0 else
            f"the val loss never went below {best_val_loss:.4f}, and always_save_checkpoint=False")
     print(f"no checkpoint was written to {out_dir}: {why}")
 if ddp:

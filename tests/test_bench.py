@@ -1,11 +1,11 @@
-"""bench.py guards: the training benchmark on real and random data (its loss is the model's loss, its
-summary's tokens/s and MFU follow from its ms/iter), the profiler trace, the eager-vs-compiled benchmark
-(both start from the same weights: same first loss; the speedup printed is the ratio of the times) and
-the generation benchmark (KV cache and full recompute give the same greedy tokens; the ratio printed is
-the ratio of the rates; the weight-streaming floor counts the model's weight bytes, the KV cache line the
-keys and values read, in autocast's dtype, and the decode line's share is the ratio of the two times; with
---quantize=int8 the int8 model too, timed in rounds alternating with the fp32 one, and the ratio of the speeds;
-compiled too)."""
+"""bench.py guards: the training benchmark on real and random data (its loss is the model's loss, its summary's
+tokens/s and MFU follow from its ms/iter), the profiler trace, the eager-vs-compiled benchmark (both start from
+the same weights: same first loss; the speedup printed is the ratio of the times) and the generation benchmark (KV
+cache and full recompute give the same greedy tokens; the ratio printed is the ratio of the rates; the
+weight-streaming floor counts the model's weight bytes and feeds each matrix the dtype a decode step does, the KV
+cache line the keys and values read, in autocast's dtype, and the decode line's share is the ratio of the two
+times; with --quantize=int8 the int8 model too, timed in rounds alternating with the fp32 one, and the ratio of
+the speeds; compiled too)."""
 
 import json
 import math
@@ -109,7 +109,8 @@ def test_generate_mode(tmp_path):
     assert math.isclose(ratio, with_cache / without, rel_tol=0.05, abs_tol=0.01)  # rates printed rounded
     assert re.search(r"^prefill: 8 tokens in [\d.]+ms$", p.stdout, re.M)
     # the floor streams every Linear weight once: 2 layers x (3 + 1 + 4 + 4) x 32 x 32 plus the 64 x 32 lm_head, fp32
-    floor = re.search(r"^weight-streaming floor: ([\d.]+)ms per token \(([\d.]+) MB of weights, [\d.]+ GB/s\)$", p.stdout, re.M)
+    floor = re.search(r"^weight-streaming floor: ([\d.]+)ms per token \(([\d.]+) MB of weights, [\d.]+ GB/s; inputs as the "
+                      r"decode's: 9 float32\)$", p.stdout, re.M)
     assert float(floor[2]) == round((2 * 12 * 32 * 32 + 64 * 32) * 4 / 1e6, 2)
     decode = re.search(r"^decode: ([\d.]+) ms/token, (\d+)% of the weight-streaming floor \(([\d.]+) ms\)$", p.stdout, re.M)
     assert decode[3] == floor[1]
@@ -131,6 +132,16 @@ def test_generate_mode_counts_the_kv_cache_in_autocast_dtype(tmp_path):
     kv = re.search(r"^KV cache read per decode step: [\d.]+ MB on average, ([\d.]+)% of the weights' bytes$", p.stdout,
                    re.M)
     assert float(kv[1]) == round(2 * 2 * 32 * 2 * 12.5 / ((2 * 12 * 32 * 32 + 64 * 32) * 4) * 100, 1)
+
+
+def test_generate_mode_feeds_the_floor_the_decode_input_dtypes(tmp_path):
+    """ Under bf16 autocast a decode step feeds each matrix fp32 or bf16: the LayerNorms' outputs (c_attn, c_fc, the
+    lm_head) stay fp32, attention's and the GELU's (attn.c_proj, mlp.c_proj) are bf16. The floor feeds each the same,
+    as a kernel may differ by it (nf4's does). """
+    p = run_script('bench.py', *ARGS, '--dtype=bfloat16', '--mode=generate', '--vocab_size=64', '--prompt_len=8',
+                   '--gen_tokens=10', '--quantize=nf4', cwd=tmp_path)
+    assert len(re.findall(r"^weight-streaming floor: .*; inputs as the decode's: 5 float32, 4 bfloat16\)$", p.stdout,
+                          re.M)) == 2  # the bf16 model's and the nf4 one's
 
 
 def is_printed_ratio(ratio, ms):

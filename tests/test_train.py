@@ -176,6 +176,7 @@ def test_eval_only_evaluates_and_exits(base_run):
     assert step_losses(p.stdout) == {12: step_losses(out)[12]}
     assert not iter_losses(p.stdout) and 'saving checkpoint' not in p.stdout
     assert (cwd / 'out' / 'ckpt.pt').read_bytes() == before
+    assert p.stdout.strip().splitlines()[-1] == "no checkpoint was written to out: eval_only=True evaluates, and trains nothing"
 
 
 def test_diverging_loss_stops_before_saving(base_run, tmp_path):
@@ -189,6 +190,11 @@ def test_diverging_loss_stops_before_saving(base_run, tmp_path):
     assert last['iter_num'] == 12
     for k in good['model']:
         assert torch.equal(good['model'][k], last['model'][k])
+    # from scratch, diverging before its first save: no checkpoint to speak of
+    p = train(cwd, f'--out_dir={tmp_path / "fresh"}', '--max_iters=40', '--learning_rate=1e30', '--grad_clip=0.0',
+              check=False)
+    assert 'training diverged' in error_line(p, f'No checkpoint was written to {tmp_path / "fresh"}')
+    assert not os.listdir(tmp_path / 'fresh')
 
 
 def bpe_dataset(path, val_tokens):
@@ -425,7 +431,13 @@ def test_failed_checkpoint_write_keeps_the_previous_one(base_run, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU fallback needs a machine without CUDA')
-def test_cuda_default_on_a_cpu_machine_says_so(char_workdir):
+def test_cuda_default_on_a_cpu_machine_says_so(char_workdir, tmp_path):
+    """ device='cuda' on a CPU runs there with a note; the defaults' data and model (GPT-2 124M on OpenWebText, not
+    prepared here) point to the CPU quick start as well, a run of its own data does not. """
+    recipe = "GPT-2 124M recipe for 8 GPUs; on a CPU start with config/train_shakespeare_char_cpu.py"
     p = train(char_workdir, '--device=cuda', '--max_iters=1', '--eval_interval=1')
     assert "note: device='cuda' but torch sees no CUDA GPU here: running on the CPU" in p.stdout
-    assert "GPT-2 124M recipe for 8 GPUs; on a CPU start with config/train_shakespeare_char_cpu.py" in p.stdout
+    assert recipe not in p.stdout
+    p = run_train(tmp_path, '--dtype=float32', check=False)
+    assert "note: device='cuda' but torch sees no CUDA GPU here: running on the CPU" in p.stdout and recipe in p.stdout
+    error_line(p, "data/openwebtext/train.bin not found")
