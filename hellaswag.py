@@ -73,7 +73,8 @@ def tokenize_items(items, enc):
     GPT-2 encoding) so that a training run can score them again and again. """
     tokenized = []
     for n, item in enumerate(items, 1):
-        ctx, endings = enc.encode(item['ctx']), [enc.encode(' ' + ending) for ending in item['endings']]
+        # the text as text: a special token's name written in it (<|endoftext|>) is not that token, nor an error
+        ctx, endings = enc.encode_ordinary(item['ctx']), [enc.encode_ordinary(' ' + ending) for ending in item['endings']]
         if not ctx or not all(endings):  # the first ending token needs a context token to be predicted from
             raise ValueError(f"item {n} has an empty context or an ending that is empty after tokenization: "
                              f"nothing to score; fix or drop that item")

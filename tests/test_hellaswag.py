@@ -2,7 +2,8 @@
 computation of the same definition with Hugging Face's GPT2LMHeadModel on the same weights (one
 unpadded row at a time), also for contexts and endings longer than the model's block_size (cropped
 from the left); ties go to the lowest index; rank-sharded counts add up to the whole; the script's
-printed line matches the reference; bad data and unusable models fail with one clear line."""
+printed line matches the reference; a special token's name in an item is text; bad data and unusable models fail
+with one clear line."""
 
 import json
 import os
@@ -143,11 +144,17 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
 
 def test_ending_empty_after_tokenization():
     class DropsSpaces:  # an encoder that yields no tokens for whitespace
-        def encode(self, text):
+        def encode_ordinary(self, text):
             return [ord(c) for c in text if not c.isspace()]
     items = [dict(ITEM, endings=['a', 'b', ' ', 'c'])]
     with pytest.raises(ValueError, match='item 1 has an empty context or an ending that is empty after tokenization'):
         hellaswag.tokenize_items(items, DropsSpaces())
+
+
+def test_a_special_tokens_name_in_the_text_is_text(gpt2):
+    items = [dict(ITEM, ctx='The end.<|endoftext|> Then')]
+    (ctx, endings, _), = hellaswag.tokenize_items(items, gpt2)
+    assert ctx == gpt2.encode_ordinary('The end.<|endoftext|> Then') and 50256 not in ctx
 
 
 def test_models_of_other_tokenizers_are_refused():
