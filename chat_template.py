@@ -49,7 +49,8 @@ def read_records(path):
             raise ValueError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}): fix it, or write one record "
                              f"a line (JSONL)") from None
     records = []
-    for n, line in enumerate(text.splitlines(), 1):
+    # lines end at '\n' only: JSON strings may hold U+2028, U+2029 and U+0085 raw, which splitlines() breaks at
+    for n, line in enumerate(text.split('\n'), 1):
         if line.strip():
             try:
                 records.append(json.loads(line))

@@ -207,11 +207,12 @@ def hub_reachable(timeout=3.0):
 
 
 def read_text(path):
-    """ The text of a UTF-8 file; a ValueError when it is empty or not UTF-8. """
+    """ The text of a UTF-8 file (a byte-order mark, as Notepad writes, dropped); a ValueError when it is empty or
+    not UTF-8. """
     with open(path, 'rb') as f:
         data = f.read()
     try:
-        text = data.decode('utf-8')
+        text = data.decode('utf-8-sig')
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start:,}): convert it "
                          f"to UTF-8 first, e.g. with iconv") from None

@@ -261,6 +261,7 @@ def test_openwebtext_offline_hub_fails_at_once(tmp_path):
     ((), "error: could not load dataset 'openwebtext' (ConnectionError"),
     (('--dataset=json', '--data_files=/nonexistent/*.jsonl'), "error: no file matches data_files='/nonexistent/*.jsonl'"),
     (('--dataset=json', '--out_dataset=mine'), "error: dataset='json' reads local files: name them with --data_files"),
+    (('--val_size=899',), "error: val_size=899.0 is the fraction of the documents held out for val: pick one between 0"),
 ])
 def test_openwebtext_load_errors_are_clear(tmp_path, args, message):
     data_dir = copy_prepare(tmp_path, 'openwebtext')
@@ -272,6 +273,16 @@ def test_openwebtext_load_errors_are_clear(tmp_path, args, message):
     if not args:  # the way out without network
         assert "--dataset=json --data_files='/path/*.jsonl'" in last
     assert outputs(data_dir) == {}
+
+
+def test_openwebtext_one_document_is_too_few(tmp_path):
+    """ One text file read whole is one document: no val split to hold out, which the error says, with the way out. """
+    data_dir = copy_prepare(tmp_path, 'openwebtext')
+    (tmp_path / 'one.txt').write_text(tiny_text())
+    p = prepare(data_dir, '--dataset=text', f"--data_files={tmp_path / 'one.txt'}", '--out_dataset=mine', check=False,
+                env={'HF_DATASETS_CACHE': str(tmp_path / 'hf_cache')})
+    error_line(p, "dataset 'text' has 1 document, too few to split into train and val: point --data_files at more, or "
+                  "cut a file into paragraphs or lines with --sample_by")
 
 
 # -----------------------------------------------------------------------------

@@ -1,16 +1,16 @@
-"""data/instruct/prepare.py, run as a user runs it: local JSON and JSONL files of Alpaca and chat records become
-ids and a reply mask side by side (characters, a trained BPE, GPT-2's BPE), with the tokenizer beside them so
-train.py and load_tokenizer read them back; bad input is one line each (a line that is not JSON, by number; a
-record of neither shape; an empty reply; no hub offline, naming --data_files); too-long conversations are
-skipped and counted, as are records with characters outside a character vocabulary; train.py at a shorter
-block_size leaves out the rows that hold no reply."""
+"""data/instruct/prepare.py, run as a user runs it: local JSON and JSONL files of Alpaca and chat records become ids
+and a reply mask side by side (characters, a trained BPE, GPT-2's BPE), with the tokenizer beside them so train.py
+and load_tokenizer read them back (records may hold raw U+2028/U+2029/U+0085, files a byte-order mark); bad input
+is one line each (a line that is not JSON, by number; a record of neither shape; an empty reply; no hub offline,
+naming --data_files); too-long conversations are skipped and counted, as are records with characters outside a
+character vocabulary; train.py at a shorter block_size leaves out the rows that hold no reply."""
 
 import json
 import re
 
 import numpy as np
 
-from chat_template import BOUNDARY, conversation_starts
+from chat_template import BOUNDARY, conversation_starts, read_records
 from conftest import (copy_prepare, error_line, make_char_dataset, run_script, run_train, step_losses, tiny_text,
                       tiny_train_args, write_jsonl)
 from data_io import read_meta
@@ -43,6 +43,17 @@ def replies(data_dir, split):
     mask = np.fromfile(data_dir / f'{split}_mask.bin', dtype=np.uint8)
     assert len(ids) == len(mask) and ids[0] == tok.special_id(BOUNDARY)
     return sorted(tok.decode(ids[mask == 1].tolist()).split('<|assistant_end|>')[:-1]), tok
+
+
+def test_records_may_hold_unicode_line_separators_and_a_byte_order_mark(tmp_path):
+    """ JSON strings may hold U+2028, U+2029 and U+0085 raw (json.dumps(ensure_ascii=False) writes them so): a JSONL
+    line ends at '\\n' only (a '\\r' before it too); a UTF-8 byte-order mark (Notepad's) is no part of the records. """
+    records = [{'instruction': 'a\u2028b', 'output': 'c\u2029d'}, {'instruction': 'e\x85f', 'output': 'g'}]
+    (tmp_path / 'r.jsonl').write_text('\ufeff' + ''.join(json.dumps(r, ensure_ascii=False) + '\r\n' for r in records),
+                                      encoding='utf-8')
+    assert read_records(tmp_path / 'r.jsonl') == records
+    (tmp_path / 'r.json').write_text('\ufeff' + json.dumps(records, ensure_ascii=False), encoding='utf-8')
+    assert read_records(tmp_path / 'r.json') == records
 
 
 def test_jsonl_and_json_of_both_shapes_with_characters(tmp_path):

@@ -48,6 +48,8 @@ if data_files and '://' not in data_files and not glob.glob(data_files, recursiv
 if not out_dataset and (dataset, tokenizer) != ('openwebtext', 'gpt2'):
     sys.exit(f"error: name the folder for dataset {dataset!r} with --out_dataset=<name> (it writes data/<name>/, "
              f"then train with --dataset=<name>): data/openwebtext is kept for the hub's OpenWebText in GPT-2's BPE")
+if not 0 < val_size < 1:
+    sys.exit(f"error: val_size={val_size} is the fraction of the documents held out for val: pick one between 0 and 1")
 if tokenizer not in ('gpt2', 'bpe'):
     sys.exit(f"error: unknown tokenizer {tokenizer!r}: use gpt2 or bpe")
 try:
@@ -68,8 +70,10 @@ except Exception as e:  # the hub and the builders fail in many types; all but a
     sys.exit(f"error: could not load dataset {dataset!r} ({type(e).__name__}: {e}). Without network, use a local "
              f"copy: python data/openwebtext/prepare.py --dataset=json --data_files='/path/*.jsonl' "
              f"(or text/parquet), one document per record in column '{text_column}'")
-if len(ds) == 0:
-    sys.exit(f"error: dataset {dataset!r} has no documents: point --data_files at files with text in them")
+if len(ds) < 2:
+    sys.exit(f"error: dataset {dataset!r} has {len(ds)} document{'s' * (len(ds) != 1)}, too few to split into train and "
+             f"val: point --data_files at more" + (", or cut a file into paragraphs or lines with --sample_by"
+                                                  if dataset == 'text' else ""))
 if text_column not in ds.column_names:
     sys.exit(f"error: dataset {dataset!r} has no column {text_column!r} (it has {ds.column_names}); set --text_column")
 
