@@ -408,7 +408,8 @@ class GPT(LanguageModel):
             raise ValueError(f"unknown pretrained model '{model_type}': use one of {', '.join(GPT2_SIZES)} "
                              f"or a local Hugging Face GPT-2 directory")
         from transformers import GPT2LMHeadModel
-        print(f"loading weights from pretrained gpt: {model_type}")
+        if int(os.environ.get('RANK', 0)) == 0:  # torchrun: once, not once per process
+            print(f"loading weights from pretrained gpt: {model_type}")
         try:
             model_hf = GPT2LMHeadModel.from_pretrained(model_type, dtype=torch.float32, local_files_only=local_only)
         except OSError as e:

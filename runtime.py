@@ -76,7 +76,7 @@ def pick_device(device):
     except RuntimeError:
         raise ValueError(f"unknown device '{device}': use cpu, cuda, cuda:N or mps") from None
     if kind == 'cuda' and not torch.cuda.is_available():
-        if int(os.environ.get('RANK', 0)) == 0:  # torchrun: once, not once per process
+        if first_process():
             print(f"note: device='{device}' but torch sees no CUDA GPU here: running on the CPU")
         return 'cpu'
     if kind == 'mps' and not torch.backends.mps.is_available():
@@ -212,11 +212,18 @@ def format_mfu(mfu):
 _left = False  # the group was destroyed, at the end or on an error: the exit skips the interpreter's finalization
 
 
+def first_process():
+    """ Whether this process prints what all of them would print alike: the only one, or torchrun's rank 0. """
+    return int(os.environ.get('RANK', 0)) == 0
+
+
 def join_process_group(backend, **kwargs):
     """ init_process_group, and the exit handler that leave_process_group arms, registered now so that it runs
     after the handlers registered later (wandb's). """
     import torch.distributed as dist
     global _left
+    if backend == 'nccl' and not dist.is_nccl_available():
+        raise ValueError("backend='nccl' needs torch's CUDA build and GPUs: on CPUs use --backend=gloo")
     dist.init_process_group(backend=backend, **kwargs)
     _left = False
     atexit.unregister(_exit_unfinalized)
@@ -530,7 +537,8 @@ def load_model(init_from, out_dir='out', device='cpu', dropout=None, sharded=Fal
     see load_checkpoint. """
     path = checkpoint_path(out_dir if init_from == 'resume' else init_from)
     if init_from == 'resume' or os.path.exists(path):
-        print(f"loading the train.py checkpoint {path}")
+        if first_process():
+            print(f"loading the train.py checkpoint {path}")
         return load_checkpoint(path, device, dropout, sharded=sharded and init_from == 'resume')
     if os.path.isdir(init_from) and not os.path.isfile(os.path.join(init_from, 'config.json')):
         raise ValueError(f"init_from='{init_from}' is a folder with no train.py checkpoint (ckpt.pt) and no Hugging "

@@ -167,7 +167,8 @@ best_val_loss = 1e9
 checkpoint = None
 data_dir = os.path.join('data', dataset)
 if init_from == 'scratch':
-    print("Initializing a new model from scratch")
+    if master_process:
+        print("Initializing a new model from scratch")
     meta_vocab_size = read_meta(data_dir).get('vocab_size')
     if meta_vocab_size is None:
         print("defaulting to vocab_size of GPT-2 to 50304 (50257 rounded up for efficiency)")

@@ -356,6 +356,7 @@ def test_torchrun_ddp_on_cpu(char_workdir):
     assert p.returncode == 0, p.stderr[-3000:]
     assert sorted(iter_losses(p.stdout)) == list(range(6))  # rank 0 logs, once per iteration
     assert 'tokens per iteration will be: 256' in p.stdout  # 2 ranks x 1 micro-step x 4 x 32
+    assert p.stdout.count('Initializing a new model from scratch') == 1  # rank 0's start-up lines only
     # all-reduced gradients keep the replicas identical, bit for bit; rank 0 saved them
     rank0, rank1 = (load(char_workdir / f'weights_rank{r}.pt') for r in (0, 1))
     saved = load(char_workdir / 'out' / 'ckpt.pt')['model']
@@ -431,6 +432,12 @@ def test_failed_checkpoint_write_keeps_the_previous_one(base_run, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU fallback needs a machine without CUDA')
+@pytest.mark.skipif(torch.distributed.is_nccl_available(), reason="this torch has NCCL")
+def test_nccl_without_nccl_is_one_line(char_workdir):
+    p = train(char_workdir, '--backend=nccl', check=False, env={'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '1'})
+    error_line(p, "backend='nccl' needs torch's CUDA build and GPUs: on CPUs use --backend=gloo")
+
+
 def test_cuda_default_on_a_cpu_machine_says_so(char_workdir, tmp_path):
     """ device='cuda' on a CPU runs there with a note; the defaults' data and model (GPT-2 124M on OpenWebText, not
     prepared here) point to the CPU quick start as well, a run of its own data does not. """
