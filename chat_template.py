@@ -278,11 +278,13 @@ class Chat:
             self.kv_cache = self.model.new_kv_cache(1)
         try:
             for _ in range(max_new_tokens):
-                if len(self.context()) > self.block_size:
+                context = self.context()
+                if len(context) > self.block_size:
                     self._crop()
+                    context = self.context()
                 # what the cache does not hold yet, by its own position: a reply stopped anywhere (Ctrl-C, inside
                 # the forward too) leaves nothing fed twice or skipped
-                unfed = self.context()[self.kv_cache.pos:]
+                unfed = context[self.kv_cache.pos:]
                 with torch.no_grad():
                     logits, _ = self.model(torch.tensor([unfed], device=self.device), kv_cache=self.kv_cache)
                 idx = sample_next(logits[:, -1, :].float(), temperature, top_k).item()
