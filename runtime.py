@@ -27,6 +27,7 @@ import torch
 from data_io import atomic_open, fsync_path, fsync_tree, hub_reachable
 from model import GPT, GPT2_SIZES, GPTConfig, apply_lora, build_model
 from quantize import pack, quantize
+from tokenizer import TOKENIZER_FILES
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
@@ -215,6 +216,31 @@ _left = False  # the group was destroyed, at the end or on an error: the exit sk
 def first_process():
     """ Whether this process prints what all of them would print alike: the only one, or torchrun's rank 0. """
     return int(os.environ.get('RANK', 0)) == 0
+
+
+def on_rank0(fn):
+    """ fn() in rank 0 alone (the only process outside torchrun), its one-line error (an OSError or ValueError)
+    raised in every rank (raise_rank0_error). """
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        return fn()
+    error = None
+    if dist.get_rank() == 0:
+        try:
+            fn()
+        except (OSError, ValueError) as e:
+            error = e
+    raise_rank0_error(error)
+
+
+def raise_rank0_error(error):
+    """ Every rank stops with rank 0's error (an exception, or None for none), or the others would go on to their
+    next collective and wait there for rank 0: forever under NCCL, a traceback of gloo's under gloo. """
+    import torch.distributed as dist
+    outcome = [error]
+    dist.broadcast_object_list(outcome, src=0)
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def join_process_group(backend, **kwargs):
@@ -431,12 +457,8 @@ def save_sharded_checkpoint(checkpoint, model, optimizer, out_dir):
         error = first_line(next(iter(e.failures.values()))[0] if isinstance(e, CheckpointException) else e)
         if rank0:
             shutil.rmtree(tmp, ignore_errors=True)
-    # rank 0's renames can fail alone: every rank stops with its error, or the others would wait for it at
-    # their next collective (forever under NCCL)
-    outcome = [error]
-    dist.broadcast_object_list(outcome, src=0)
-    if outcome[0] is not None:
-        raise checkpoint_write_error(out_dir, outcome[0])
+    # rank 0's renames can fail alone
+    raise_rank0_error(None if error is None else checkpoint_write_error(out_dir, error))
 
 
 def read_sharded_checkpoint(path, with_state=True):
@@ -508,9 +530,12 @@ def ensure_writable(out_dir):
         raise OSError(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another one with --out_dir=...") from None
 
 
-def dataset_dir(checkpoint):
-    """ data/<dataset> of the run that wrote checkpoint (its tokenizer's folder), or None: OpenAI's GPT-2, a
-    checkpoint older than the config it stores, or a folder not here (noted: GPT-2's BPE is assumed). """
+def dataset_dir(checkpoint, init_from=None):
+    """ The folder of the model's tokenizer (load_tokenizer's): data/<dataset> of the run that wrote checkpoint, a
+    Hugging Face directory init_from that export.py wrote with its dataset's tokenizer files, or None: OpenAI's
+    GPT-2, a checkpoint older than the config it stores, or a folder not here (noted: GPT-2's BPE is assumed). """
+    if checkpoint is None and init_from and any(os.path.isfile(os.path.join(init_from, f)) for f in TOKENIZER_FILES):
+        return init_from
     dataset = (checkpoint or {}).get('config', {}).get('dataset')
     if not dataset:
         return None

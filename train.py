@@ -158,8 +158,8 @@ if (master_process and device_type == 'cpu' and 'cuda' in config['device']
     print("note: the default settings are nanoGPT's GPT-2 124M recipe for 8 GPUs; on a CPU start with "
           "config/train_shakespeare_char_cpu.py (or config/train_python_char.py offline)")
 config.update(dtype=rt.dtype, device=device, backend=backend) # record what 'auto' resolved to
-if master_process and not eval_only: # find out now, not at the first checkpoint an hour into training
-    runtime.ensure_writable(out_dir)
+if not eval_only: # find out now, not at the first checkpoint an hour into training
+    runtime.on_rank0(lambda: runtime.ensure_writable(out_dir))
 
 # model init; iter_num and best_val_loss are overridden if init_from='resume' (i.e. from a checkpoint)
 iter_num = 0
@@ -374,7 +374,7 @@ def estimate_loss():
             losses[k] = loss.item()
         out[split] = losses.mean().item()
     model.train()
-    if fsdp: # every rank evaluated the same windows; rank 0's numbers decide for all whether to save
+    if ddp: # every rank evaluated the same windows; rank 0's numbers decide for all whether to save or stop
         out = [out]
         dist.broadcast_object_list(out, src=0)
         out = out[0]
@@ -422,7 +422,7 @@ while True:
         param_group['lr'] = lr
 
     # evaluate the loss on train/val sets and write checkpoints
-    if (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only) and (master_process or fsdp):
+    if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
         losses = estimate_loss()
         if master_process:
             val_bpb = losses['val'] * val_tokens_per_byte / math.log(2) if val_tokens_per_byte else None
@@ -455,9 +455,9 @@ while True:
                     print(f"saving checkpoint to {out_dir}")
                 if fsdp: # every rank writes its shards
                     runtime.save_sharded_checkpoint(checkpoint, raw_model, optimizer, out_dir)
-                else:
-                    runtime.save_checkpoint(dict(checkpoint, model=raw_model.state_dict(), optimizer=optimizer.state_dict()),
-                                            out_dir)
+                else: # rank 0 writes it; a failed write stops every rank
+                    runtime.on_rank0(lambda: runtime.save_checkpoint(
+                        dict(checkpoint, model=raw_model.state_dict(), optimizer=optimizer.state_dict()), out_dir))
                 checkpoint, saved_at = None, iter_num
         t0 = time.time() # the evaluation is not part of the iteration's time
     if hellaswag_interval and (iter_num % hellaswag_interval == 0 or iter_num == max_iters or eval_only):
@@ -510,14 +510,17 @@ while True:
     t1 = time.time()
     dt = t1 - t0
     t0 = t1
-    if iter_num % log_interval == 0 and master_process:
-        # the mean loss over this iteration's micro-batches. note: this is a CPU-GPU sync point
+    if iter_num % log_interval == 0:
+        # the mean loss over this iteration's micro-batches (rank 0's). note: this is a CPU-GPU sync point
         lossf = train_loss.item()
-        check_finite("the loss", lossf)
+        if ddp: # a loss that is not finite on any rank stops every rank (NaN and inf survive the sum)
+            dist.all_reduce(train_loss)
+        check_finite("the loss", train_loss.item())
         if local_iter_num >= 5 and peak: # let the training loop settle a bit
             mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
             running_mfu = mfu if running_mfu is None else 0.9*running_mfu + 0.1*mfu
-        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {runtime.format_mfu(running_mfu)}")
+        if master_process:
+            print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {runtime.format_mfu(running_mfu)}")
     iter_num += 1
     local_iter_num += 1
 

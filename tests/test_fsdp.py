@@ -4,7 +4,8 @@ torchrun with gloo ranks on the CPU, FSDP trains what DDP and a single process t
 and of AdamW's moments per rank, and resumes bit for bit from its sharded checkpoint, also with another
 number of ranks, or without FSDP at all; an FSDP run resumes a ckpt.pt; sample.py and export.py read its
 checkpoint; a crash or a failed write mid-save leaves the previous checkpoint loadable; HellaSwag's ranks
-run as many (collective) forwards; a rank ends without the interpreter's finalization, where gloo's threads
+run as many (collective) forwards; what rank 0 alone decides (a diverged loss, a failed write) stops every
+rank with its one line; a rank ends without the interpreter's finalization, where gloo's threads
 can abort it; bad input is a one-line error.
 
 What 'the same batches' means: train.py draws rank r's micro-batch k of iteration i from (seed, r, i, k)
@@ -17,6 +18,7 @@ The logged loss is rank 0's mean over its micro-batches, as with DDP."""
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -360,6 +362,45 @@ def test_a_rename_failing_on_rank0_stops_every_rank(tmp_path):
         p.stdout, p.stderr = p.communicate(timeout=120)
         assert 'Bad file descriptor' in rank_error_line(p, "could not write the checkpoint to out")
     assert not os.path.exists(tmp_path / 'out' / 'ckpt.dcp.tmp')
+
+
+def two_ranks(cwd, *args, **popen):
+    """ train.py's two ranks, as torchrun starts them, each with its own stdout and stderr: [rank 0's, rank 1's]
+    CompletedProcess-like Popen. """
+    env = {**os.environ, **one_rank_env(), 'WORLD_SIZE': '2', 'PYTHONUNBUFFERED': '1'}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *TINY, '--gradient_accumulation_steps=2', *args],
+                              cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**env, 'RANK': str(rank), 'LOCAL_RANK': str(rank)}, **popen) for rank in (0, 1)]
+    for p in procs:
+        p.stdout, p.stderr = p.communicate(timeout=300)
+    return procs
+
+
+@pytest.mark.slow
+def test_what_rank0_decides_stops_every_rank(tmp_path):
+    """ Under DDP, rank 0's losses decide whether training diverged, and rank 0 alone writes ckpt.pt: when it
+    stops, every rank stops with its one line, instead of going on to a collective that rank 0 never joins (a
+    traceback of gloo's; under NCCL a wait for ever). """
+    make_char_dataset(tmp_path / 'data' / 'tiny_char')
+    (tmp_path / 'a_file').write_text('')
+    cases = {  # phrase: the run's settings
+        "cannot write to out_dir 'a_file/out'": ['--out_dir=a_file/out'],
+        "the loss is nan at iter 1: training diverged": ['--learning_rate=1e30', '--grad_clip=0.0', '--max_iters=40',
+                                                         '--out_dir=diverged'],
+        "the train loss is nan at iter 2: training diverged": ['--learning_rate=1e30', '--grad_clip=0.0', '--max_iters=40',
+                                                               '--eval_interval=2', '--log_interval=100', '--out_dir=diverged'],
+    }
+    for phrase, args in cases.items():
+        for p in two_ranks(tmp_path, *args):
+            rank_error_line(p, phrase)
+    ok = two_ranks(tmp_path, '--max_iters=2', '--eval_interval=2', '--out_dir=out')
+    assert [p.returncode for p in ok] == [0, 0] and 'iter 1: loss' in ok[0].stdout and 'iter' not in ok[1].stdout
+    before = (tmp_path / 'out' / 'ckpt.pt').read_bytes()
+    limit = len(before) // 2  # rank 0's write of the next checkpoint fails halfway
+    for p in two_ranks(tmp_path, '--init_from=resume', '--max_iters=4', '--eval_interval=2', '--out_dir=out',
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))):
+        rank_error_line(p, "could not write the checkpoint to out")
+    assert os.listdir(tmp_path / 'out') == ['ckpt.pt'] and (tmp_path / 'out' / 'ckpt.pt').read_bytes() == before
 
 
 # a rank that leaves its process group as train.py does; then, as argv asks, ends or raises
