@@ -54,7 +54,7 @@ model.eval()
 runtime.require(model.config.model_type == 'gpt', f"chat.py keeps a GPT's KV cache across turns; a "
                                                   f"{model.config.model_type} model has none: sample from it with sample.py")
 # the chat tokenizer: the dataset's the model was finetuned on, or the one named (a base model: grown to it)
-data_dir = os.path.join('data', dataset) if dataset else runtime.dataset_dir(checkpoint)
+data_dir = os.path.join('data', dataset) if dataset else runtime.dataset_dir(checkpoint, init_from)
 tok = load_tokenizer(data_dir)
 if dataset:
     runtime.grow_vocab_for(model, read_meta(data_dir))

@@ -37,7 +37,7 @@ items = hellaswag.load_items(data_file or hellaswag.download_val(data_dir))
 items = hellaswag.tokenize_items(items[:max_items or None], data_io.gpt2_encoding())
 
 model, checkpoint = runtime.load_model(init_from, out_dir, rt.device)
-data_dir = runtime.dataset_dir(checkpoint) # a train.py run's dataset: its tokenizer must be GPT-2's
+data_dir = runtime.dataset_dir(checkpoint, init_from) # a train.py run's dataset: its tokenizer must be GPT-2's
 hellaswag.check_model(model, load_tokenizer(data_dir) if data_dir else None)
 model.to(rt.device).eval()
 # compiled in place (score_items calls the module itself), its first call made now; eager on a CPU: the weights

@@ -6,7 +6,8 @@ A LoRA checkpoint is merged into its base weights first; a QLoRA one into its de
 bias=False model gets zero ones, which compute the same function.
 The tokenizer of the run's dataset (tokenizer.py: characters, a trained BPE or GPT-2's) is written beside
 the model, so that AutoTokenizer.from_pretrained(dir) and pipeline('text-generation', model=dir) load the
-directory; when it can't be (the dataset folder is not here, it doesn't fit the model), a note says why. An
+directory; when it can't be (the dataset folder is not here, it doesn't fit the model), a note says why. The
+dataset's own tokenizer files (meta.pkl, bpe.json) are copied too: `sample.py --init_from=<dir>` and chat.py read them. An
 instruction-tuned model's tokenizer gets the chat template (apply_chat_template gives the ids of training and
 chat.py), and its generate() stops at <|assistant_end|> as well as <|endoftext|>.
 """
@@ -20,7 +21,7 @@ from chat_template import HF_TEMPLATE
 from data_io import fsync_path, fsync_tree
 from model import HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
 from quantize import dequantize
-from tokenizer import SPECIAL_TOKENS, load_tokenizer
+from tokenizer import SPECIAL_TOKENS, TOKENIZER_FILES, load_tokenizer
 
 # -----------------------------------------------------------------------------
 out_dir = 'out' # directory holding the ckpt.pt (or, from an FSDP run, ckpt.dcp) written by train.py
@@ -90,6 +91,9 @@ try:
     model_hf.save_pretrained(tmp)
     if hf_tokenizer is not None:
         hf_tokenizer.save_pretrained(tmp)
+        for name in TOKENIZER_FILES: # the dataset's own, which sample.py and chat.py read with --init_from=<to>
+            if data_dir and os.path.isfile(os.path.join(data_dir, name)):
+                shutil.copy(os.path.join(data_dir, name), tmp)
     fsync_tree(tmp)  # on the disk before it takes the name: a power cut can't leave unwritten files under it
     replacing = os.path.isdir(to) and os.listdir(to)
     if replacing:  # --force: move the old one aside until the new one is in place

@@ -46,7 +46,7 @@ model.to(rt.device)
 runtime.quantize_loaded(model, checkpoint, quantize)
 
 # the tokenizer of the dataset the model was trained on (characters or a trained BPE), else GPT-2's
-data_dir = runtime.dataset_dir(checkpoint)
+data_dir = runtime.dataset_dir(checkpoint, init_from)
 tok = load_tokenizer(data_dir)
 meta_path = os.path.join(data_dir, 'meta.pkl') if data_dir else None
 if tok.kind == 'gpt2' and meta_path and os.path.exists(meta_path):  # GPT-2's BPE with the special tokens it lists

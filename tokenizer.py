@@ -38,6 +38,7 @@ SPECIAL_TOKENS = ('<|endoftext|>', '<|system_start|>', '<|system_end|>', '<|user
                   '<|assistant_start|>', '<|assistant_end|>')
 BPE_FILE = 'bpe.json'
 BPE_FORMAT = 'byte-level BPE, tiktoken ranks'
+TOKENIZER_FILES = ('meta.pkl', BPE_FILE)  # what load_tokenizer reads in a folder, where there are
 
 
 class Tokenizer:

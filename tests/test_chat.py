@@ -313,7 +313,8 @@ def test_the_kv_cache_has_the_dtype_of_the_keys(sft_workdir):
 def test_export_writes_the_chat_template(sft_workdir):
     """ export.py on an instruction-tuned model: Hugging Face's apply_chat_template gives render()'s ids (no, an
     empty and a real system message, two turns), its generation prompt Chat's context, and greedy generate() the
-    reply Chat gives (cut at max_new_tokens by both, or ended by <|assistant_end|>, an end of generate()'s). """
+    reply Chat gives (cut at max_new_tokens by both, or ended by <|assistant_end|>, an end of generate()'s);
+    chat.py --init_from=<the export> gives the reply it gives from the checkpoint. """
     from transformers import AutoTokenizer, GPT2LMHeadModel
     p = run_script('export.py', '--out_dir=out-sft', '--to=hf', cwd=sft_workdir)
     assert p.stdout.rstrip().endswith('with its chat template')
@@ -334,6 +335,11 @@ def test_export_writes_the_chat_template(sft_workdir):
     with torch.no_grad():
         theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False)[0, len(prompt):].tolist()
     assert theirs == ours + [tok.special_id('<|assistant_end|>')] if len(ours) < 20 else theirs == ours
+    # chat.py reads the export with the dataset's own tokenizer (export.py copies it) and answers as from the checkpoint
+    replies = [run_script('chat.py', source, '--prompt=spell the', '--top_k=1', '--max_new_tokens=10', '--device=cpu',
+                          '--dtype=float32', cwd=sft_workdir).stdout.splitlines()[-1]
+               for source in ('--out_dir=out-sft', '--init_from=hf')]
+    assert replies[0] == replies[1] and replies[0]
 
 
 @pytest.mark.parametrize('record, message', [

@@ -4,7 +4,8 @@ special tokens meta.pkl lists); the trained BPE is the same bytes for the same t
 a missing or corrupt one is a one-line error; train.py's val bpb equals a hand computation (the loss of a
 single eval window over the UTF-8 bytes of its targets) and is '-' with a note when GPT-2's files can't be had;
 sample.py samples through a trained BPE and refuses a checkpoint of another vocabulary; export.py writes a
-tokenizer that AutoTokenizer encodes with exactly as ours, and that pipeline('text-generation') generates with."""
+tokenizer that AutoTokenizer encodes with exactly as ours, and that pipeline('text-generation') generates with, and
+sample.py --init_from=<the export> samples what it samples from the checkpoint."""
 
 import math
 import os
@@ -312,6 +313,11 @@ def check_hf_tokenizer_and_pipeline(tmp_path, tok, model, text):
     ours = model.generate(torch.tensor([tok.encode(prompt)]), 8, top_k=1)[0].tolist()  # greedy
     assert generated == ours[:len(generated)] and len(generated) > len(tok.encode(prompt))
     assert len(generated) == len(ours) or generated[-1] == tok.special_tokens.get('<|endoftext|>')
+    # sample.py reads the export with the dataset's own tokenizer, and samples what it samples from the checkpoint
+    args = ['--device=cpu', '--dtype=float32', '--num_samples=1', '--max_new_tokens=8', '--top_k=1', f'--start={prompt}']
+    samples = [run_script('sample.py', *args, source, cwd=tmp_path).stdout for source in ('--out_dir=out', '--init_from=hf')]
+    assert samples[0].split('...\n', 1)[1] == samples[1].split('...\n', 1)[1]
+    assert samples[0].split('...\n', 1)[1].startswith(prompt) and samples[0].endswith('---------------\n')
 
 
 def test_export_trained_bpe(tmp_path):
