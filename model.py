@@ -430,7 +430,8 @@ class GPT(LanguageModel):
         config_args = dict(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, vocab_size=hf.vocab_size,
                            block_size=hf.n_positions, bias=True, activation=HF_ACTIVATIONS[hf.activation_function])
         if 'dropout' in override_args:
-            print(f"overriding dropout rate to {override_args['dropout']}")
+            if int(os.environ.get('RANK', 0)) == 0:
+                print(f"overriding dropout rate to {override_args['dropout']}")
             config_args['dropout'] = override_args['dropout']
         model = GPT(GPTConfig(**config_args))
         sd = model.state_dict()

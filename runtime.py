@@ -32,13 +32,23 @@ from tokenizer import TOKENIZER_FILES
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
+PEER_GONE = re.compile(r'Connection (closed|reset) by peer')  # gloo's, when a collective's other process has exited
+
+
 def errors_as_one_line():
     """ A ValueError or OSError that reaches the top of the script prints as one line, exit code 1 (a reader of
-    stdout that has gone, none; Ctrl-C, a line saying so); anything else is a bug and keeps its traceback. """
+    stdout that has gone, none; Ctrl-C, a line saying so; under torchrun, gloo's error when another process has
+    exited, a line pointing at that one's); anything else is a bug and keeps its traceback. """
     default = sys.excepthook
 
     def hook(kind, e, tb):
-        if issubclass(kind, BrokenPipeError) and stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode):
+        dist = sys.modules.get('torch.distributed')
+        grouped = dist is not None and dist.is_available() and dist.is_initialized()
+        if grouped and issubclass(kind, RuntimeError) and PEER_GONE.search(str(e)):
+            # gloo's error in a collective whose other side has exited: that process printed why
+            print("error: another process of this run stopped (its own error says why), so this one stops too",
+                  file=sys.stderr)
+        elif issubclass(kind, BrokenPipeError) and stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode):
             # stdout's reader has gone (| head): stop quietly, as Unix tools do, the exit's flush of stdout too
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         elif issubclass(kind, (ValueError, OSError)):
@@ -47,8 +57,7 @@ def errors_as_one_line():
             print("stopped (Ctrl-C)", file=sys.stderr)
         else:
             default(kind, e, tb)
-        dist = sys.modules.get('torch.distributed')
-        if dist is not None and dist.is_available() and dist.is_initialized():
+        if grouped:
             # out as leave_process_group leaves, the interpreter's finalization skipped (where gloo's threads can
             # abort it), once the error is printed (torch prints it after this hook, with the rank): exit 1
             global _left
@@ -220,17 +229,18 @@ def first_process():
 
 def on_rank0(fn):
     """ fn() in rank 0 alone (the only process outside torchrun), its one-line error (an OSError or ValueError)
-    raised in every rank (raise_rank0_error). """
+    raised in every rank (raise_rank0_error). Returns what fn returned, None in the other ranks. """
     import torch.distributed as dist
     if not dist.is_initialized():
         return fn()
-    error = None
+    result = error = None
     if dist.get_rank() == 0:
         try:
-            fn()
+            result = fn()
         except (OSError, ValueError) as e:
             error = e
     raise_rank0_error(error)
+    return result
 
 
 def raise_rank0_error(error):
@@ -552,7 +562,8 @@ def grow_vocab_for(model, meta):
     model of that base vocabulary (or one padded beyond it) grows its embedding by surgery to take them, the base
     ids keeping their meaning. A model of any other vocabulary is another dataset's, and is left as it is. """
     if meta.get('base_vocab_size', float('inf')) <= model.config.vocab_size < meta['vocab_size']:
-        print(f"growing the model's vocab_size from {model.config.vocab_size} to {meta['vocab_size']} for the chat's special tokens")
+        if first_process():
+            print(f"growing the model's vocab_size from {model.config.vocab_size} to {meta['vocab_size']} for the chat's special tokens")
         model.grow_vocab(meta['vocab_size'])
 
 

@@ -170,7 +170,7 @@ if init_from == 'scratch':
     if master_process:
         print("Initializing a new model from scratch")
     meta_vocab_size = read_meta(data_dir).get('vocab_size')
-    if meta_vocab_size is None:
+    if meta_vocab_size is None and master_process:
         print("defaulting to vocab_size of GPT-2 to 50304 (50257 rounded up for efficiency)")
     model = build_model(GPTConfig(block_size=block_size, vocab_size=meta_vocab_size or 50304, n_layer=n_layer,
                                   n_head=n_head, n_embd=n_embd, dropout=dropout, bias=bias,
@@ -244,6 +244,8 @@ if tokenizer is not None:
     tokenizer.check_model(model.config.vocab_size)
 if hellaswag_interval: # tokenized once; a model that can't read GPT-2 tokens fails here, not at the first eval
     hellaswag.check_model(model, tokenizer)
+    if not hellaswag_file: # downloaded once, by rank 0, the first time
+        runtime.on_rank0(lambda: hellaswag.download_val(os.path.join('data', 'hellaswag')))
     hellaswag_items = hellaswag.tokenize_items(hellaswag.load_items(hellaswag_file or hellaswag.download_val(
         os.path.join('data', 'hellaswag'))), gpt2_encoding())
 
@@ -352,11 +354,12 @@ if compile:
             loss.backward()
     except Exception as e:
         model = raw_model.train()
-        print(f"warning: torch.compile failed, running without it ({type(e).__name__}: {runtime.first_line(e)})")
+        if master_process:
+            print(f"warning: torch.compile failed, running without it ({type(e).__name__}: {runtime.first_line(e)})")
     raw_model.zero_grad(set_to_none=True)
 
-# wrap model into DDP container; evaluation runs on the unwrapped model, on rank 0 only (with FSDP on all ranks:
-# each forward gathers the weights from all of them)
+# wrap model into DDP container; evaluation runs on the unwrapped model, on every rank (with FSDP each forward
+# gathers the weights from all of them)
 train_model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None) if ddp and not fsdp else model
 
 
@@ -404,9 +407,18 @@ def check_finite(what, value):
 
 
 # logging
-if wandb_log and master_process:
-    import wandb
-    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+def start_wandb():
+    try:
+        import wandb
+    except ImportError:
+        raise OSError("wandb_log=True needs wandb, which is not installed: pip install wandb") from None
+    try:
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+    except Exception as e: # wandb's own errors: not logged in, no network
+        raise OSError(f"wandb could not start ({runtime.first_line(e)}): run `wandb login`, or set "
+                      f"WANDB_MODE=offline") from None
+    return wandb
+wandb = runtime.on_rank0(start_wandb) if wandb_log else None
 
 # training loop
 t0 = time.time()

@@ -4,8 +4,8 @@ torchrun with gloo ranks on the CPU, FSDP trains what DDP and a single process t
 and of AdamW's moments per rank, and resumes bit for bit from its sharded checkpoint, also with another
 number of ranks, or without FSDP at all; an FSDP run resumes a ckpt.pt; sample.py and export.py read its
 checkpoint; a crash or a failed write mid-save leaves the previous checkpoint loadable; HellaSwag's ranks
-run as many (collective) forwards; what rank 0 alone decides (a diverged loss, a failed write) stops every
-rank with its one line; a rank ends without the interpreter's finalization, where gloo's threads
+run as many (collective) forwards; what rank 0 alone decides or does (a diverged loss, a failed write, the
+HellaSwag download, wandb) stops every rank with its one line, and so does another rank's exit; a rank ends without the interpreter's finalization, where gloo's threads
 can abort it; bad input is a one-line error.
 
 What 'the same batches' means: train.py draws rank r's micro-batch k of iteration i from (seed, r, i, k)
@@ -27,7 +27,8 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, all_logits, error_line, free_port, make_char_dataset, run_script, run_train, tiny_train_args
+from conftest import (ROOT, all_logits, closed_port_url, error_line, free_port, make_char_dataset, run_script, run_train,
+                      tiny_train_args)
 from runtime import checkpoint_path, load_checkpoint
 
 TINY = tiny_train_args(gradient_accumulation_steps=None, dropout=0.1)  # the runs set their own accumulation
@@ -354,26 +355,26 @@ def test_a_rename_failing_on_rank0_stops_every_rank(tmp_path):
     """ Only rank 0 renames the new checkpoint into place: when that fails, rank 1 stops with the same error
     instead of going on to a collective that rank 0 never joins. """
     (tmp_path / 'save.py').write_text(SAVE)
-    env = {**os.environ, **one_rank_env(), 'WORLD_SIZE': '2'}
-    procs = [subprocess.Popen([sys.executable, 'save.py', '1', 'rank0_cannot_rename'], cwd=tmp_path, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**env, 'RANK': str(rank), 'LOCAL_RANK': str(rank)}) for rank in (0, 1)]
-    for p in procs:
-        p.stdout, p.stderr = p.communicate(timeout=120)
+    for p in ranks(tmp_path, 'save.py', '1', 'rank0_cannot_rename'):
         assert 'Bad file descriptor' in rank_error_line(p, "could not write the checkpoint to out")
     assert not os.path.exists(tmp_path / 'out' / 'ckpt.dcp.tmp')
 
 
-def two_ranks(cwd, *args, **popen):
-    """ train.py's two ranks, as torchrun starts them, each with its own stdout and stderr: [rank 0's, rank 1's]
-    CompletedProcess-like Popen. """
-    env = {**os.environ, **one_rank_env(), 'WORLD_SIZE': '2', 'PYTHONUNBUFFERED': '1'}
-    procs = [subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *TINY, '--gradient_accumulation_steps=2', *args],
-                              cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**env, 'RANK': str(rank), 'LOCAL_RANK': str(rank)}, **popen) for rank in (0, 1)]
+def ranks(cwd, *argv, env=None, **popen):
+    """ `python *argv` as two ranks of a process group, as torchrun starts them, each with its own stdout and
+    stderr: [rank 0's, rank 1's] finished Popen, like CompletedProcess. """
+    env = {**os.environ, **one_rank_env(), 'WORLD_SIZE': '2', 'PYTHONUNBUFFERED': '1', **(env or {})}
+    procs = [subprocess.Popen([sys.executable, *map(str, argv)], cwd=cwd, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env={**env, 'RANK': str(rank), 'LOCAL_RANK': str(rank)}, **popen)
+             for rank in (0, 1)]
     for p in procs:
         p.stdout, p.stderr = p.communicate(timeout=300)
     return procs
+
+
+def two_ranks(cwd, *args, **popen):
+    """ train.py's two ranks (ranks) on TINY with args. """
+    return ranks(cwd, ROOT / 'train.py', *TINY, '--gradient_accumulation_steps=2', *args, **popen)
 
 
 @pytest.mark.slow
@@ -401,6 +402,58 @@ def test_what_rank0_decides_stops_every_rank(tmp_path):
                        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))):
         rank_error_line(p, "could not write the checkpoint to out")
     assert os.listdir(tmp_path / 'out') == ['ckpt.pt'] and (tmp_path / 'out' / 'ckpt.pt').read_bytes() == before
+
+
+# wandb, as its init fails when no one is logged in
+FAKE_WANDB = """
+def init(**kwargs):
+    raise RuntimeError("No API key configured. Use `wandb login` to log in.")
+"""
+
+
+@pytest.mark.slow
+def test_start_up_work_of_rank0_alone(tmp_path):
+    """ Rank 0 alone downloads HellaSwag and starts wandb, and prints the start-up notes: when the download or
+    wandb fails, every rank stops with its one line. """
+    make_char_dataset(tmp_path / 'data' / 'gpt2_ids')
+    os.remove(tmp_path / 'data' / 'gpt2_ids' / 'meta.pkl')  # no meta.pkl: GPT-2's vocabulary, as openwebtext's
+    procs = two_ranks(tmp_path, '--dataset=gpt2_ids', '--hellaswag_interval=2', '--n_layer=1',
+                      env={'HTTPS_PROXY': closed_port_url(), 'https_proxy': closed_port_url()})
+    for p in procs:
+        rank_error_line(p, "could not download https://raw.githubusercontent.com")
+    for line in ('defaulting to vocab_size of GPT-2', 'downloading https://'):
+        assert line in procs[0].stdout and line not in procs[1].stdout
+    make_char_dataset(tmp_path / 'data' / 'tiny_char')
+    (tmp_path / 'wandb.py').write_text(FAKE_WANDB)
+    for p in two_ranks(tmp_path, '--wandb_log=True', env={'PYTHONPATH': str(tmp_path)}):
+        rank_error_line(p, "wandb could not start (No API key configured. Use `wandb login` to log in.): run `wandb "
+                           "login`, or set WANDB_MODE=offline")
+    (tmp_path / 'wandb.py').write_text("raise ImportError('No module named wandb')")
+    error_line(run_train(tmp_path, *TINY, '--wandb_log=True', check=False, env={'PYTHONPATH': str(tmp_path)}),
+               "wandb_log=True needs wandb, which is not installed: pip install wandb")
+
+
+# one rank stops with an error of its own while the other waits in a collective
+PEER = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import torch, torch.distributed as dist
+import runtime
+runtime.errors_as_one_line()
+runtime.join_process_group('gloo')
+if dist.get_rank() == 1:
+    raise ValueError('rank 1 could not read its data')
+dist.all_reduce(torch.ones(1))
+"""
+
+
+def test_a_rank_that_stops_stops_the_others_with_one_line(tmp_path):
+    """ A rank whose collective meets another rank's exit (gloo: 'Connection closed by peer') stops with a line
+    pointing at that rank's error, not with gloo's traceback. """
+    (tmp_path / 'peer.py').write_text(PEER)
+    rank0, rank1 = ranks(tmp_path, 'peer.py')
+    rank_error_line(rank1, 'rank 1 could not read its data')
+    rank_error_line(rank0, 'another process of this run stopped (its own error says why), so this one stops too')
 
 
 # a rank that leaves its process group as train.py does; then, as argv asks, ends or raises
