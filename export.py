@@ -55,8 +55,9 @@ if checkpoint.get('lora'):
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402  (slow import, only once the input is good)
 
 # the dataset's tokenizer, as transformers' PreTrainedTokenizerFast
-data_dir = runtime.dataset_dir(checkpoint)
+data_dir = None
 try:
+    data_dir = runtime.dataset_dir(checkpoint, strict=True) # not GPT-2's BPE for another dataset's model
     tok = load_tokenizer(data_dir)
     tok.check_model(cfg.vocab_size)
     hf_tokenizer = tok.to_hf(model_max_length=cfg.block_size)

@@ -176,7 +176,10 @@ def sample_next(logits, temperature=1.0, top_k=None):
     """ (B, V) logits of the last position -> (B, 1) sampled token ids, nanoGPT style. """
     if top_k == 1:  # greedy: the argmax, without a random draw over the vocabulary; a tie goes to the lowest id
         return torch.argmax(logits, dim=-1, keepdim=True)
-    logits = logits.float() / temperature  # in fp32: a small temperature takes fp16 logits past fp16's 65504 (inf)
+    # in fp32, from the largest logit down: a small temperature takes fp16 logits past fp16's 65504, or any past fp32's
+    # range (inf, then NaN probabilities); the softmax is the same
+    logits = logits.float()
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:  # crop the logits to only the top k options
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits[logits < v[:, [-1]]] = -float('Inf')

@@ -540,16 +540,20 @@ def ensure_writable(out_dir):
         raise OSError(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another one with --out_dir=...") from None
 
 
-def dataset_dir(checkpoint, init_from=None):
+def dataset_dir(checkpoint, init_from=None, strict=False):
     """ The folder of the model's tokenizer (load_tokenizer's): data/<dataset> of the run that wrote checkpoint, a
     Hugging Face directory init_from that export.py wrote with its dataset's tokenizer files, or None: OpenAI's
-    GPT-2, a checkpoint older than the config it stores, or a folder not here (noted: GPT-2's BPE is assumed). """
+    GPT-2, a checkpoint older than the config it stores, or a folder not here (noted: GPT-2's BPE is assumed;
+    strict: a FileNotFoundError instead). """
     if checkpoint is None and init_from and any(os.path.isfile(os.path.join(init_from, f)) for f in TOKENIZER_FILES):
         return init_from
     dataset = (checkpoint or {}).get('config', {}).get('dataset')
     if not dataset:
         return None
     path = os.path.join('data', dataset)
+    if not os.path.isdir(path) and strict:
+        raise FileNotFoundError(f"the model was trained on {path}, which is not in the current directory "
+                                f"({os.getcwd()}): run from the folder that holds it")
     if not os.path.isdir(path):  # its tokenizer is out of sight: say why before GPT-2's BPE is assumed
         print(f"note: the model was trained on {path}, which is not in the current directory "
               f"({os.getcwd()}): assuming GPT-2's BPE; run from the folder that holds it")

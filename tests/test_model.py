@@ -182,12 +182,20 @@ def test_top_k_one_is_the_argmax_without_a_random_draw():
     assert sample_next(tie, top_k=1).item() == 1  # an exact tie (bf16 logits have them) goes to the lower id
 
 
-def test_small_temperature_samples_fp16_logits_without_overflow():
-    """ fp16 logits of a trained model over a near-greedy temperature exceed fp16's range: the division is done in fp32,
-    where the sample is the argmax, instead of inf logits and a crash in torch.multinomial. """
+def test_small_temperature_samples_without_overflow():
+    """ fp16 logits of a trained model over a near-greedy temperature exceed fp16's range, and any logits over a
+    tiny enough one exceed fp32's: the sample is the argmax, instead of inf logits and a crash in torch.multinomial. """
     logits = torch.tensor([[60.0, 66.0, 10.0], [66.0, 10.0, 60.0]], dtype=torch.float16)
-    for top_k in (None, 2):
-        assert sample_next(logits, temperature=1e-3, top_k=top_k).flatten().tolist() == [1, 0]
+    for dtype, temperature in ((torch.float16, 1e-3), (torch.float32, 1e-40)):
+        for top_k in (None, 2):
+            assert sample_next(logits.to(dtype), temperature, top_k).flatten().tolist() == [1, 0]
+    # the same distribution as softmax(logits / temperature)
+    logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(0)) * 3
+    torch.manual_seed(1)
+    drawn = torch.cat([sample_next(logits, 0.7) for _ in range(4000)], dim=1)  # (2, 4000)
+    for row in range(2):
+        counts = torch.bincount(drawn[row], minlength=50) / drawn.size(1)
+        assert (counts - torch.softmax(logits[row] / 0.7, dim=-1)).abs().max() < 0.03
 
 
 def test_cached_forward_matches_full_forward_per_position():

@@ -304,7 +304,9 @@ def export_and_load(tmp_path, model, dataset):
 
 def check_hf_tokenizer_and_pipeline(tmp_path, tok, model, text):
     from transformers import pipeline
-    hf_tok = export_and_load(tmp_path, model, tok.path.split(os.sep)[-2] if tok.path else 'none')
+    dataset = tok.path.split(os.sep)[-2] if tok.path else 'gpt2_ids'  # GPT-2's: a dataset folder without meta.pkl
+    os.makedirs(tmp_path / 'data' / dataset, exist_ok=True)
+    hf_tok = export_and_load(tmp_path, model, dataset)
     ids = tok.encode(text)
     assert hf_tok.encode(text) == ids and hf_tok.decode(ids) == text
     prompt = text[:12]
@@ -347,3 +349,10 @@ def test_export_without_the_dataset_notes_it(tmp_path):
                         'https_proxy': closed_port_url()})
     assert 'note: no tokenizer written beside the model' in p.stdout
     assert sorted(os.listdir(tmp_path / 'hf')) == ['config.json', 'generation_config.json', 'model.safetensors']
+    # a dataset folder that is not here: not GPT-2's BPE in its place, though the vocabulary would fit it
+    save_checkpoint(tmp_path / 'out2', tiny_gpt(vocab_size=50304, n_layer=1, n_head=2, n_embd=16, block_size=16),
+                    'elsewhere')
+    p = run_script('export.py', '--out_dir=out2', '--to=hf2', cwd=tmp_path)
+    assert ("note: no tokenizer written beside the model (the model was trained on data/elsewhere, which is not in "
+            f"the current directory ({tmp_path}): run from the folder that holds it)") in p.stdout
+    assert sorted(os.listdir(tmp_path / 'hf2')) == ['config.json', 'generation_config.json', 'model.safetensors']
