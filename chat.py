@@ -60,8 +60,9 @@ if dataset:
     runtime.grow_vocab_for(model, read_meta(data_dir))
 runtime.quantize_loaded(model, checkpoint, quantize)
 if dataset:
-    check_chat_tokenizer(tok, f"data/{dataset}", "name an instruction dataset (one data/instruct/prepare.py wrote)")
-check_chat_tokenizer(tok, f"the model of {out_dir if init_from == 'resume' else init_from}")
+    check_chat_tokenizer(tok, data_dir, f"data/{dataset}", "name an instruction dataset (one data/instruct/prepare.py "
+                                                           "wrote)")
+check_chat_tokenizer(tok, data_dir, f"the model of {out_dir if init_from == 'resume' else init_from}")
 tok.check_model(model.config.vocab_size)
 model.to(rt.device)
 runtime.pack_for_cpu(model, rt) # on a CPU: the weights in oneDNN's layout, a faster kernel (README)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from data_io import as_tokens, read_text, write_splits
+from data_io import as_tokens, read_meta, read_text, write_splits
 from tokenizer import BPE_FILE, SPECIAL_TOKENS
 
 BOUNDARY = '<|endoftext|>'
@@ -31,12 +31,22 @@ def chat_tokenizer(tok):
     return tok.with_special_tokens(SPECIAL_TOKENS)
 
 
-def check_chat_tokenizer(tok, what, fix="finetune it on instructions first (data/instruct/prepare.py, then "
-                                         "train.py with that dataset)"):
-    """ ValueError unless tok has the chat's special tokens (what: where tok came from, for the message). """
+def is_instruction_data(data_dir):
+    """ Whether the dataset folder data_dir (a tokenizer's folder; None: GPT-2's) holds conversations that
+    write_instruct_dataset wrote. Not the special tokens alone: a trained BPE reserves them in any dataset. """
+    return data_dir is not None and 'bos_id' in read_meta(data_dir)
+
+
+def check_chat_tokenizer(tok, data_dir, what, fix="finetune it on instructions first (data/instruct/prepare.py, "
+                                                   "then train.py with that dataset)"):
+    """ ValueError unless tok, the tokenizer of data_dir, is an instruction dataset's, with the chat's special tokens
+    (what: where tok came from, for the message). """
     missing = [name for name in SPECIAL_TOKENS if name not in tok.special_tokens]
     if missing:
         raise ValueError(f"{what} has no chat template (its tokenizer lacks {', '.join(missing)}): {fix}")
+    if not is_instruction_data(data_dir):
+        raise ValueError(f"{what} has no chat template ({data_dir} holds no conversations, though its BPE has the "
+                         f"chat's tokens): {fix}")
 
 
 def read_records(path):

@@ -17,11 +17,11 @@ import shutil
 import torch
 
 import runtime
-from chat_template import HF_TEMPLATE
+from chat_template import HF_TEMPLATE, is_instruction_data
 from data_io import fsync_path, fsync_tree
 from model import HF_ACTIVATIONS, HF_CONV1D_WEIGHTS, merge_lora
 from quantize import dequantize
-from tokenizer import SPECIAL_TOKENS, TOKENIZER_FILES, load_tokenizer
+from tokenizer import TOKENIZER_FILES, load_tokenizer
 
 # -----------------------------------------------------------------------------
 out_dir = 'out' # directory holding the ckpt.pt (or, from an FSDP run, ckpt.dcp) written by train.py
@@ -67,7 +67,7 @@ except (OSError, ValueError) as e:
           f"won't load {to} until one is")
 # its <|endoftext|>; without a tokenizer, GPT-2's when the vocabulary is GPT-2's (a character vocabulary has none)
 eot = tok.special_tokens.get('<|endoftext|>') if tok else 50256 if cfg.vocab_size > 50256 else None
-chat = tok is not None and all(name in tok.special_tokens for name in SPECIAL_TOKENS) # instruction-tuned
+chat = tok is not None and is_instruction_data(data_dir) # instruction-tuned
 if chat: # apply_chat_template renders as training did, and generate() stops at the end of the reply too
     hf_tokenizer.chat_template = HF_TEMPLATE
 hf_config = GPT2Config(

@@ -5,8 +5,10 @@ a missing or corrupt one is a one-line error; train.py's val bpb equals a hand c
 single eval window over the UTF-8 bytes of its targets) and is '-' with a note when GPT-2's files can't be had;
 sample.py samples through a trained BPE and refuses a checkpoint of another vocabulary; export.py writes a
 tokenizer that AutoTokenizer encodes with exactly as ours, and that pipeline('text-generation') generates with, and
-sample.py --init_from=<the export> samples what it samples from the checkpoint."""
+sample.py --init_from=<the export> samples what it samples from the checkpoint; a trained-BPE base model, whose BPE
+reserves the chat's tokens, gets no chat template, and chat.py refuses it."""
 
+import json
 import math
 import os
 import pickle
@@ -326,6 +328,14 @@ def test_export_trained_bpe(tmp_path):
     tok = make_bpe_dataset(tmp_path / 'data' / 'tiny_bpe', tiny_text() + TRICKY * 20)
     check_hf_tokenizer_and_pipeline(tmp_path, tok, tiny_gpt(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16,
                                                             block_size=64), TRICKY)
+    # its BPE reserves the chat's tokens, but the model is a base model: no chat template, and chat.py refuses it
+    from transformers import AutoTokenizer
+    assert AutoTokenizer.from_pretrained(tmp_path / 'hf').chat_template is None
+    assert json.loads((tmp_path / 'hf' / 'generation_config.json').read_text())['eos_token_id'] == tok.special_id(
+        '<|endoftext|>')
+    p = run_script('chat.py', '--out_dir=out', '--prompt=hi', '--device=cpu', cwd=tmp_path, check=False)
+    error_line(p, "the model of out has no chat template (data/tiny_bpe holds no conversations, though its BPE has the "
+                  "chat's tokens): finetune it on instructions first")
 
 
 def test_export_characters(tmp_path):
