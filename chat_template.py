@@ -33,7 +33,7 @@ def chat_tokenizer(tok):
 
 def is_instruction_data(data_dir):
     """ Whether the dataset folder data_dir (a tokenizer's folder; None: GPT-2's) holds conversations that
-    write_instruct_dataset wrote. Not the special tokens alone: a trained BPE reserves them in any dataset. """
+    write_dataset wrote. Not the special tokens alone: a trained BPE reserves them in any dataset. """
     return data_dir is not None and 'bos_id' in read_meta(data_dir)
 
 
