@@ -411,7 +411,8 @@ class GPT(LanguageModel):
             raise ValueError(f"unknown pretrained model '{model_type}': use one of {', '.join(GPT2_SIZES)} "
                              f"or a local Hugging Face GPT-2 directory")
         from transformers import GPT2LMHeadModel
-        if int(os.environ.get('RANK', 0)) == 0:  # torchrun: once, not once per process
+        rank0 = int(os.environ.get('RANK', 0)) == 0  # torchrun: print once, not once per process
+        if rank0:
             print(f"loading weights from pretrained gpt: {model_type}")
         try:
             model_hf = GPT2LMHeadModel.from_pretrained(model_type, dtype=torch.float32, local_files_only=local_only)
@@ -433,7 +434,7 @@ class GPT(LanguageModel):
         config_args = dict(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, vocab_size=hf.vocab_size,
                            block_size=hf.n_positions, bias=True, activation=HF_ACTIVATIONS[hf.activation_function])
         if 'dropout' in override_args:
-            if int(os.environ.get('RANK', 0)) == 0:
+            if rank0:
                 print(f"overriding dropout rate to {override_args['dropout']}")
             config_args['dropout'] = override_args['dropout']
         model = GPT(GPTConfig(**config_args))

@@ -551,12 +551,11 @@ def dataset_dir(checkpoint, init_from=None, strict=False):
     if not dataset:
         return None
     path = os.path.join('data', dataset)
-    if not os.path.isdir(path) and strict:
-        raise FileNotFoundError(f"the model was trained on {path}, which is not in the current directory "
-                                f"({os.getcwd()}): run from the folder that holds it")
     if not os.path.isdir(path):  # its tokenizer is out of sight: say why before GPT-2's BPE is assumed
-        print(f"note: the model was trained on {path}, which is not in the current directory "
-              f"({os.getcwd()}): assuming GPT-2's BPE; run from the folder that holds it")
+        where = f"the model was trained on {path}, which is not in the current directory ({os.getcwd()})"
+        if strict:
+            raise FileNotFoundError(f"{where}: run from the folder that holds it")
+        print(f"note: {where}: assuming GPT-2's BPE; run from the folder that holds it")
         return None
     return path
 

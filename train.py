@@ -528,10 +528,10 @@ while True:
         if ddp: # a loss that is not finite on any rank stops every rank (NaN and inf survive the sum)
             dist.all_reduce(train_loss)
         check_finite("the loss", train_loss.item())
-        if local_iter_num >= 5 and peak: # let the training loop settle a bit
-            mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
-            running_mfu = mfu if running_mfu is None else 0.9*running_mfu + 0.1*mfu
         if master_process:
+            if local_iter_num >= 5 and peak: # let the training loop settle a bit
+                mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak)
+                running_mfu = mfu if running_mfu is None else 0.9*running_mfu + 0.1*mfu
             print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {runtime.format_mfu(running_mfu)}")
     iter_num += 1
     local_iter_num += 1
