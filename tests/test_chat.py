@@ -10,6 +10,7 @@ template, an unknown --quantize, --system with --eval_file, a bigram model or a 
 is a one-line error; whatever is cropped, the model sees at most block_size tokens ending with the current turn;
 under bf16 autocast the chat's KV cache is bf16, as generate's is."""
 
+import codecs
 import json
 import os
 import re
@@ -125,24 +126,32 @@ def ctrl_c_session(cwd, seed):
     a race of the test, not of chat.py. That Ctrl-C meets the prompt, which it ends, unless it comes just before
     input() blocks in read(), where CPython misses it (every Python program's race; measured with a bare input()
     on this 2-core machine kept busy: 8 of 20 such Ctrl-Cs lost) and the chat waits for a line. """
+    # bytes, unbuffered: a text-mode pipe reads ahead into its own buffer, where select() can't see what is waiting
     proc = subprocess.Popen([sys.executable, str(ROOT / 'chat.py'), '--out_dir=out-sft', '--max_new_tokens=1000000',
-                             '--device=cpu', '--top_k=0', '--temperature=2.0', f'--seed={seed}'], cwd=cwd, text=True,
+                             '--device=cpu', '--top_k=0', '--temperature=2.0', f'--seed={seed}'], cwd=cwd,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    decoder = codecs.getincrementaldecoder('utf-8')()
     seen = ''
-    def read_char():  # one character of the output; a chat that prints nothing for a minute fails the test
-        if not select.select([proc.stdout], [], [], 60)[0]:
-            proc.kill()
-            pytest.fail(f"chat.py printed nothing for 60 s; its output so far ends: {seen[-300:]!r}")
-        return proc.stdout.read(1)
+    def read_char():  # the output's next character ('' at its end); a chat that prints nothing for a minute fails
+        char = ''
+        while not char:
+            if not select.select([proc.stdout], [], [], 60)[0]:
+                proc.kill()
+                pytest.fail(f"chat.py printed nothing for 60 s; its output so far ends: {seen[-300:]!r}")
+            byte = proc.stdout.read(1)
+            if not byte:
+                return ''
+            char = decoder.decode(byte)
+        return char
     for message in ('spell the', 'say it'):
         reply = ''
         while len(reply) < 20:  # a reply that ends first (the prompt comes back) can't be stopped: ask again
-            proc.stdin.write(message + '\n')
+            proc.stdin.write(f'{message}\n'.encode())
             proc.stdin.flush()
             start = len(seen)
             while 'assistant: ' not in seen[start:] or not (len(reply) >= 20 or '\nuser: ' in reply):
                 char = read_char()
-                assert char, f"chat.py ended before its reply; its output ends: {seen[-300:]!r}, {proc.stderr.read()[-300:]!r}"
+                assert char, f"chat.py ended before its reply; its output ends: {seen[-300:]!r}, {proc.stderr.read()[-300:]}"
                 seen += char
                 reply = seen[start:].split('assistant: ', 1)[-1] if 'assistant: ' in seen[start:] else ''
         proc.send_signal(signal.SIGINT)
@@ -154,8 +163,8 @@ def ctrl_c_session(cwd, seed):
                 return None
             seen += char
             reply = seen[start:].split('assistant: ', 1)[-1]
-    proc.stdin.close()  # then Ctrl-D; the rest is read through proc.stdout, which may hold some of it already
-    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.stdin.close()  # then Ctrl-D
+    out, err = decoder.decode(proc.stdout.read(), final=True), proc.stderr.read().decode()
     return seen, out, err, proc.wait(timeout=60)
 
 
