@@ -139,6 +139,9 @@ if ddp:
     ddp_rank = int(os.environ['RANK'])
     ddp_local_rank = int(os.environ['LOCAL_RANK'])
     if device_type == 'cuda':
+        gpus = torch.cuda.device_count()
+        runtime.require(ddp_local_rank < gpus, f"LOCAL_RANK={ddp_local_rank}, but this machine has {gpus} GPU(s): start "
+                                               f"at most that many processes a node (torchrun --nproc_per_node={gpus})")
         device = f'cuda:{ddp_local_rank}'
         torch.cuda.set_device(device)
     if backend == 'auto':

@@ -438,6 +438,16 @@ def test_nccl_without_nccl_is_one_line(char_workdir):
     error_line(p, "backend='nccl' needs torch's CUDA build and GPUs: on CPUs use --backend=gloo")
 
 
+def test_more_processes_than_gpus_is_one_line(char_workdir, tmp_path):
+    """ torchrun starting more processes on a node than it has GPUs: the rank without a GPU of its own says so. """
+    (tmp_path / 'sitecustomize.py').write_text(  # a machine with one GPU, as far as train.py asks before using it
+        "import torch\ntorch.cuda.is_available = lambda: True\ntorch.cuda.device_count = lambda: 1\n")
+    p = train(char_workdir, '--device=cuda', '--gradient_accumulation_steps=2', check=False,
+              env={'RANK': '1', 'LOCAL_RANK': '1', 'WORLD_SIZE': '2', 'PYTHONPATH': str(tmp_path)})
+    error_line(p, "LOCAL_RANK=1, but this machine has 1 GPU(s): start at most that many processes a node "
+                  "(torchrun --nproc_per_node=1)")
+
+
 def test_cuda_default_on_a_cpu_machine_says_so(char_workdir, tmp_path):
     """ device='cuda' on a CPU runs there with a note; the defaults' data and model (GPT-2 124M on OpenWebText, not
     prepared here) point to the CPU quick start as well, a run of its own data does not. """
