@@ -77,9 +77,10 @@ def _configure(scope):
                 if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                     assigned |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
             for key, value in config.items():
-                if key.startswith('_') or key not in assigned or not isinstance(value, (bool, int, float, str)):
-                    continue  # imports, helpers and the settings the file only reads
-                overrides[key] = checked(key, value, arg)
+                if key.startswith('_') or key not in assigned:
+                    continue  # imports and the settings the file only reads
+                if key in settings or isinstance(value, (bool, int, float, str)):  # a setting's None is no setting
+                    overrides[key] = checked(key, value, arg)  # (a helper of another type is the file's own)
         else:
             key, eq, raw = arg[2:].partition('=')
             if not eq:

@@ -119,6 +119,8 @@ def test_bad_arguments(stub, args, message):
     ("learning_rat = 1e-3\n", "error: unknown setting 'learning_rat' (cfg.py); did you mean 'learning_rate'?"),
     ("compile = 0\n", "error: compile expects bool (default True), got int 0 (cfg.py)"),
     ("batch_size = (\n", "error: cfg.py: SyntaxError:"),
+    ("batch_size = None\n", "error: batch_size expects int (default 12), got NoneType None (cfg.py)"),
+    ("import numpy as np\nbatch_size = np.int64(3)\n", "error: batch_size expects int (default 12), got int64 np.int64(3) (cfg.py)"),
 ])
 def test_bad_config_files(stub, tmp_path, text, message):
     (tmp_path / 'cfg.py').write_text(text)
