@@ -85,6 +85,8 @@ def pick_device(device):
         kind = torch.device(device).type
     except RuntimeError:
         raise ValueError(f"unknown device '{device}': use cpu, cuda, cuda:N or mps") from None
+    if kind not in ('cpu', 'cuda', 'mps'):  # torch's other backends (xpu, meta...): not what these scripts run on
+        raise ValueError(f"unsupported device '{device}': use cpu, cuda, cuda:N or mps")
     if kind == 'cuda' and not torch.cuda.is_available():
         if first_process():
             print(f"note: device='{device}' but torch sees no CUDA GPU here: running on the CPU")
@@ -405,6 +407,9 @@ def load_checkpoint(path, device='cpu', dropout=None, sharded=False):
         if isinstance(e, OSError) and e.errno != errno.EINVAL:  # no sign of damage: the file can't be read
             # (permissions), or a QLoRA one needs bitsandbytes; EINVAL is torch.load seeking past a truncated end
             raise OSError(f"cannot load {path}: {first_line(e)}") from None
+        if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e):
+            raise OSError(f"not enough memory on {device} to load {path} ({type(e).__name__}: {first_line(e)}): "
+                          f"free some, or load it on another device") from None
         raise ValueError(f"cannot load {path}, it is truncated, corrupt or not a train.py checkpoint "
                          f"({type(e).__name__}: {first_line(e)}); restore a copy or train a new one") from None
 

@@ -8,6 +8,7 @@ torchrun (gloo) DDP runs work."""
 
 import math
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -88,6 +89,20 @@ def test_a_checkpoint_cut_anywhere_is_called_damaged(base_run, tmp_path):
         (tmp_path / 'ckpt.pt').write_bytes(good[:n])
         with pytest.raises(ValueError, match='it is truncated, corrupt or not a train.py checkpoint'):
             load_checkpoint(str(tmp_path / 'ckpt.pt'))
+
+
+@pytest.mark.parametrize('error', [RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                                                 "can't allocate memory: you tried to allocate 227000000 bytes."),
+                                    MemoryError()])
+def test_a_checkpoint_too_big_for_memory_is_not_called_damaged(base_run, monkeypatch, error):
+    """ Out of memory while loading (the allocator's RuntimeError, Python's MemoryError) says so: a healthy file
+    called corrupt could be deleted on that advice. """
+    def load(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(torch, 'load', load)
+    path = str(base_run[0] / 'out' / 'ckpt.pt')
+    with pytest.raises(OSError, match=f"not enough memory on cpu to load {re.escape(path)} .*free some"):
+        load_checkpoint(path)
 
 
 @pytest.fixture(scope='module')
@@ -275,6 +290,7 @@ BAD_INPUTS = {
                              "gradient_checkpointing recomputes the Blocks of a GPT"),
     'pretrained_architecture': (['--init_from={hf}', '--n_layer=3'], "fixes the architecture, but n_layer=3"),
     'unknown_device': (['--device=gpu'], "unknown device 'gpu': use cpu, cuda, cuda:N or mps"),
+    'unsupported_device': (['--device=xpu'], "unsupported device 'xpu': use cpu, cuda, cuda:N or mps"),
     'negative_grad_clip': (['--grad_clip=-1.0'], "grad_clip must be at least 0"),
     'init_from_no_checkpoint': (['--init_from=empty_dir'], "is a folder with no train.py checkpoint (ckpt.pt)"),
 }
