@@ -14,11 +14,13 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from types import SimpleNamespace
 
@@ -420,12 +422,29 @@ def checkpoint_write_error(out_dir, e):
                    f"there, if any, is intact: free some space or pick another --out_dir")
 
 
+@contextmanager
+def ctrl_c_after():
+    """ A Ctrl-C during the block stops the script once the block is done: torch's checkpoint writers turn the
+    KeyboardInterrupt raised inside them into an error of their own, which would read as a failed write. """
+    if threading.current_thread() is not threading.main_thread():  # where Python runs its signal handlers
+        yield
+        return
+    pressed = []
+    before = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+    if pressed:
+        raise KeyboardInterrupt
+
+
 def save_checkpoint(checkpoint, out_dir):
     """ out_dir/ckpt.pt, atomically: written and fsynced under a temporary name, then renamed over the old
-    one, so a full disk or a crash mid-save leaves the previous checkpoint as it was. """
+    one, so a full disk or a crash mid-save leaves the previous checkpoint as it was; a Ctrl-C, after the save. """
     path = os.path.join(out_dir, 'ckpt.pt')
     try:
-        with atomic_open(path) as f:
+        with ctrl_c_after(), atomic_open(path) as f:
             torch.save(checkpoint, f)
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
         raise checkpoint_write_error(out_dir, e) from None
@@ -457,7 +476,8 @@ def save_sharded_checkpoint(checkpoint, model, optimizer, out_dir):
     dist.barrier()
     error = None
     try:
-        dcp.save(dict(checkpoint, model=model_state, optimizer=optimizer_state), checkpoint_id=tmp)
+        with ctrl_c_after():
+            dcp.save(dict(checkpoint, model=model_state, optimizer=optimizer_state), checkpoint_id=tmp)
         if rank0:
             fsync_tree(tmp)  # every rank's files (dcp synced them) and the folder's entries, before the rename
             if os.path.isdir(path):

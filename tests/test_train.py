@@ -11,6 +11,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from conftest import (ROOT, error_line, iter_losses, load, make_char_dataset, ru
                       tiny_text, tiny_train_args, to_original_nanogpt, train_in_two_halves)
 from data_io import read_meta, write_tokens
 from model import GPTConfig
-from runtime import load_checkpoint, model_from_checkpoint
+from runtime import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 TINY = tiny_train_args()
 TINY_PRETRAINED = tiny_train_args(n_layer=None, n_head=None, n_embd=None)
@@ -89,6 +90,31 @@ def test_a_checkpoint_cut_anywhere_is_called_damaged(base_run, tmp_path):
         (tmp_path / 'ckpt.pt').write_bytes(good[:n])
         with pytest.raises(ValueError, match='it is truncated, corrupt or not a train.py checkpoint'):
             load_checkpoint(str(tmp_path / 'ckpt.pt'))
+
+
+def test_ctrl_c_during_a_checkpoint_save_stops_after_it(base_run, tmp_path, monkeypatch):
+    """ Ctrl-C while ckpt.pt is written: the save finishes, then the run stops as Ctrl-C stops it (the save was
+    lost, and where torch's zip writer turned the KeyboardInterrupt into its own error, reported as a full disk). """
+    checkpoint = load(base_run[0] / 'out' / 'ckpt.pt')
+    save = torch.save
+
+    class Interrupted:  # the file torch.save writes to, with a Ctrl-C as its first bytes go out
+        def __init__(self, f):
+            self.f, self.pressed = f, False
+
+        def write(self, data):
+            if not self.pressed:
+                self.pressed = True
+                os.kill(os.getpid(), signal.SIGINT)
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    monkeypatch.setattr(torch, 'save', lambda obj, f: save(obj, Interrupted(f)))
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(checkpoint, str(tmp_path))
+    assert os.listdir(tmp_path) == ['ckpt.pt'] and load(tmp_path / 'ckpt.pt')['iter_num'] == checkpoint['iter_num']
 
 
 @pytest.mark.parametrize('error', [RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
