@@ -26,7 +26,7 @@ from tokenizer import TOKENIZER_FILES, load_tokenizer
 # -----------------------------------------------------------------------------
 out_dir = 'out' # directory holding the ckpt.pt (or, from an FSDP run, ckpt.dcp) written by train.py
 to = '' # directory to write the Hugging Face model into (created)
-force = False # replace `to` even when it is a non-empty directory
+force = False # replace `to` when it holds an earlier export (its config.json)
 exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configurator.py')).read()) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
@@ -40,6 +40,10 @@ runtime.require(not (os.path.isdir(to) and os.listdir(to)) or force,
 source = os.path.realpath(out_dir)
 runtime.require(os.path.commonpath([source, os.path.realpath(to)]) != os.path.realpath(to),
                 f"--to={to} holds the checkpoint's out_dir {out_dir}, which replacing it would delete: pass another --to")
+# and nothing but an earlier export (a prepared dataset, say, is no model to replace)
+runtime.require(not (os.path.isdir(to) and os.listdir(to)) or os.path.isfile(os.path.join(to, 'config.json')),
+                f"{to} is not empty and holds no earlier export (no config.json), which --force would delete: "
+                f"pass another --to")
 
 model, checkpoint = runtime.load_checkpoint(runtime.checkpoint_path(out_dir)) # ckpt.pt, or an FSDP run's ckpt.dcp
 cfg = model.config
@@ -103,8 +107,10 @@ try:
     fsync_path(os.path.dirname(path))  # the renames, durable
     if replacing:
         shutil.rmtree(tmp + '-old')
-except BaseException:
+except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
+    if type(e).__name__ == 'SafetensorError':  # safetensors' error for a write that failed (a full disk)
+        raise OSError(f"could not write {to} ({runtime.first_line(e)}): free some space or pass another --to") from None
     raise
 print(f"wrote {to}: GPT2LMHeadModel with {model_hf.num_parameters():,} parameters, "
       f"activation_function={hf_config.activation_function}, vocab_size={cfg.vocab_size}")

@@ -4,6 +4,7 @@ checkpoint's model; bad input fails with a clear error and never overwrites a mo
 
 import json
 import os
+import resource
 import runpy
 import sys
 
@@ -93,8 +94,13 @@ def test_export_refuses_to_overwrite(tmp_path):
     error_line(p, 'hf is not empty')
     assert os.listdir(tmp_path / 'hf') == ['keep.txt']
     assert sorted(os.listdir(tmp_path)) == ['hf', 'out']
+    # --force replaces an earlier export (its config.json), nothing else: a dataset's folder, say
+    p = run_script('export.py', '--out_dir=out', '--to=hf', '--force=True', cwd=tmp_path, check=False)
+    error_line(p, 'hf is not empty and holds no earlier export (no config.json), which --force would delete')
+    assert os.listdir(tmp_path / 'hf') == ['keep.txt']
+    (tmp_path / 'hf' / 'config.json').write_text('{}')
     run_script('export.py', '--out_dir=out', '--to=hf', '--force=True', cwd=tmp_path)
-    assert 'keep.txt' not in os.listdir(tmp_path / 'hf') and 'config.json' in os.listdir(tmp_path / 'hf')
+    assert 'keep.txt' not in os.listdir(tmp_path / 'hf') and 'model.safetensors' in os.listdir(tmp_path / 'hf')
     assert sorted(os.listdir(tmp_path)) == ['hf', 'out']
     # ~ is the home folder (the shell leaves it as it is after --to=), not a folder named '~' here
     (tmp_path / 'home' / 'hf').mkdir(parents=True)
@@ -114,7 +120,8 @@ def test_export_reaches_the_disk_before_it_takes_the_name(tmp_path, monkeypatch)
     name, never files that never reached the disk. """
     save_checkpoint(tmp_path / 'out', random_gpt())
     (tmp_path / 'hf').mkdir()
-    (tmp_path / 'hf' / 'old.txt').write_text('an older export')
+    (tmp_path / 'hf' / 'config.json').write_text('{}')  # an older export
+    (tmp_path / 'hf' / 'old.txt').write_text('of an older export')
     events, real_fsync, real_rename = [], os.fsync, os.rename
 
     def fsync(fd):
@@ -138,6 +145,15 @@ def test_export_reaches_the_disk_before_it_takes_the_name(tmp_path, monkeypatch)
     assert written | {tmp} <= synced_before, sorted(written | {tmp} - synced_before)
     assert ('fsync', os.path.realpath(tmp_path)) in events[into_place:]
     assert sorted(os.listdir(tmp_path)) == ['hf', 'out']
+
+
+def test_export_on_a_full_disk_is_one_line(tmp_path):
+    save_checkpoint(tmp_path / 'out', random_gpt())
+    limit = 4096  # bytes a file may have: the weights can't be written
+    p = run_script('export.py', '--out_dir=out', '--to=hf', cwd=tmp_path, check=False,
+                   preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    error_line(p, 'could not write hf (')
+    assert 'free some space or pass another --to' in p.stderr and sorted(os.listdir(tmp_path)) == ['out']
 
 
 def test_export_errors(tmp_path):
