@@ -6,6 +6,7 @@ naming --data_files); too-long conversations are skipped and counted, as are rec
 character vocabulary; train.py at a shorter block_size leaves out the rows that hold no reply."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -154,6 +155,12 @@ def test_bad_input_is_one_line_each(tmp_path):
     error_line(prepare(repo, '--data_files=missing.jsonl', check=False), 'no file matches')
     error_line(prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/nothing', check=False), 'prepare that dataset')
     error_line(prepare(repo, '--data_files=a.jsonl', '--seed=-1', check=False), 'seed must be >= 0, got -1')
+    # another prepare.py's dataset (here the tokenizer's own) is not written over
+    before = {f: (repo / 'data' / 'tiny_char' / f).read_bytes() for f in os.listdir(repo / 'data' / 'tiny_char')}
+    write_jsonl(repo / 'a.jsonl', ALPACA)
+    error_line(prepare(repo, '--data_files=a.jsonl', '--tokenizer=data/tiny_char', '--out_dataset=tiny_char',
+                       check=False), "data/tiny_char holds a dataset that is not instruction data")
+    assert {f: (repo / 'data' / 'tiny_char' / f).read_bytes() for f in os.listdir(repo / 'data' / 'tiny_char')} == before
     # offline (conftest sets HF_HUB_OFFLINE), the hub fails at once and names the local alternative
     error_line(prepare(repo, '--dataset=yahma/alpaca-cleaned', check=False), '--data_files=<file.jsonl>')
     assert not (repo / 'data' / 'instruct' / 'train.bin').exists()

@@ -20,7 +20,7 @@ import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, _ROOT)
-from chat_template import from_record, naming_record, read_records, write_dataset  # noqa: E402
+from chat_template import from_record, is_instruction_data, naming_record, read_records, write_dataset  # noqa: E402
 from data_io import hub_reachable, out_dataset_dir  # noqa: E402
 from tokenizer import BPE_FILE, load_tokenizer  # noqa: E402
 
@@ -59,6 +59,9 @@ try:
         raise ValueError("give the records with --data_files=<file.jsonl> (local JSON/JSONL) or --dataset=<hub name>, "
                          "one of the two")
     data_dir = out_dataset_dir(out_dataset)
+    if os.path.isfile(os.path.join(data_dir, 'train.bin')) and not is_instruction_data(data_dir):
+        raise ValueError(f"data/{out_dataset} holds a dataset that is not instruction data (another prepare.py's), "
+                         f"which this would overwrite: pick another --out_dataset")
     if block_size < 8:
         raise ValueError(f"block_size must be at least 8, got {block_size}")
     if not 0 < val_fraction < 1:
