@@ -4,8 +4,9 @@ Poor Man's Configurator, exec'd at the top of train.py, sample.py, bench.py, exp
 $ python train.py config/override_file.py --batch_size=32
 Positional arguments are config files (Python, exec'd with the script's settings in scope), then
 --key=value overrides, both applied in order. A setting is any global of the script that is a bool,
-int, float or str and whose name doesn't start with '_'. Every value is checked against its default:
-unknown names and wrong types stop the script with a one-line error (exit code 2), not a traceback.
+int, float or str and whose name neither starts with '_' nor is in capitals (an imported constant).
+Every value is checked against its default: unknown names and wrong types stop the script with a
+one-line error (exit code 2), not a traceback.
 -h or --help prints the settings, their defaults and comments, and exits. The settings given (by a
 config file or the command line) are left in the script's `_overridden`, so it can tell a default
 from a choice.
@@ -26,7 +27,8 @@ def _configure(scope):
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
-    settings = {k: v for k, v in scope.items() if not k.startswith('_') and isinstance(v, (bool, int, float, str))}
+    settings = {k: v for k, v in scope.items()
+                if not k.startswith('_') and not k.isupper() and isinstance(v, (bool, int, float, str))}
     script = os.path.basename(sys.argv[0])
 
     if {'-h', '--help'} & set(sys.argv[1:]):

@@ -22,6 +22,7 @@ compile = True
 init_from = 'scratch'
 dataset = 'openwebtext'
 _private = 1
+BPE_FILE = 'bpe.json'  # an imported constant
 exec(open({str(ROOT / 'configurator.py')!r}).read())
 print(json.dumps(dict(batch_size=batch_size, learning_rate=learning_rate, compile=compile,
                       init_from=init_from, dataset=dataset)))
@@ -103,6 +104,7 @@ def test_only_rank_0_prints(stub):
     (['--batch_sise=32'], "error: unknown setting 'batch_sise' (--batch_sise=32); did you mean 'batch_size'?"),
     (['--zzz=1'], "error: unknown setting 'zzz' (--zzz=1); the settings are the globals at the top of script.py"),
     (['--_private=2'], "error: unknown setting '_private'"),
+    (['--BPE_FILE=x.json'], "error: unknown setting 'BPE_FILE'"),
     (['--batch_size=1.5'], "error: batch_size expects int (default 12), got float 1.5 (--batch_size=1.5)"),
     (['--compile=false'], "error: compile expects bool (default True), got str 'false' (--compile=false)"),
     (['--batch_size=True'], "error: batch_size expects int (default 12), got bool True"),
