@@ -163,6 +163,9 @@ if (master_process and device_type == 'cpu' and 'cuda' in config['device']
 config.update(dtype=rt.dtype, device=device, backend=backend) # record what 'auto' resolved to
 if not eval_only: # find out now, not at the first checkpoint an hour into training
     runtime.on_rank0(lambda: runtime.ensure_writable(out_dir))
+    if master_process and init_from != 'resume' and os.path.exists(runtime.checkpoint_path(out_dir)):
+        print(f"note: {out_dir} holds a checkpoint, which this run (init_from='{init_from}') replaces at its first "
+              f"save: to continue that one instead, stop now and pass --init_from=resume")
 
 # model init; iter_num and best_val_loss are overridden if init_from='resume' (i.e. from a checkpoint)
 iter_num = 0

@@ -92,6 +92,17 @@ def test_a_checkpoint_cut_anywhere_is_called_damaged(base_run, tmp_path):
             load_checkpoint(str(tmp_path / 'ckpt.pt'))
 
 
+def test_a_new_run_into_a_checkpoints_folder_says_it_replaces_it(base_run, tmp_path):
+    """ A run from scratch (or a finetune) whose out_dir holds a checkpoint replaces it, as nanoGPT's does: it
+    says so before its first save, where the user who forgot --init_from=resume can still stop it. """
+    shutil.copytree(base_run[0] / 'out', tmp_path / 'out')
+    p = train(base_run[0], f'--out_dir={tmp_path / "out"}', '--max_iters=1', '--eval_interval=1')
+    before_first_save = p.stdout.split('saving checkpoint')[0]
+    assert f"note: {tmp_path / 'out'} holds a checkpoint, which this run (init_from='scratch') replaces" in before_first_save
+    p = train(base_run[0], f'--out_dir={tmp_path / "new"}', '--max_iters=1', '--eval_interval=1')
+    assert 'holds a checkpoint' not in p.stdout
+
+
 def test_ctrl_c_during_a_checkpoint_save_stops_after_it(base_run, tmp_path, monkeypatch):
     """ Ctrl-C while ckpt.pt is written: the save finishes, then the run stops as Ctrl-C stops it (the save was
     lost, and where torch's zip writer turned the KeyboardInterrupt into its own error, reported as a full disk). """
