@@ -74,6 +74,10 @@ runtime.require(mode != 'generate' or (prompt_len < block_size and gen_tokens > 
                 f"generate mode times decode steps after the prompt: prompt_len={prompt_len} must be < block_size={block_size} and gen_tokens > 1")
 runtime.require(not profile or mode == 'train', f"profile=True traces the training step of mode='train', "
                 f"not mode='{mode}': drop --profile, or --mode")
+runtime.require(vocab_size > 0, f"vocab_size must be > 0, got {vocab_size}")
+runtime.require(peak_flops >= 0, f"peak_flops must be >= 0 (0: the device's own), got {peak_flops}")
+if profile: # find out now, not after the timing
+    runtime.ensure_writable(profile_dir, 'profile_dir')
 check_quantize(quantize)
 rt = runtime.setup(device, dtype, seed)
 device, device_type, dtype, ctx = rt.device, rt.device_type, rt.dtype, rt.ctx

@@ -556,13 +556,13 @@ def load_sharded_state(model, optimizer, checkpoint):
     set_state_dict(model, optimizer, model_state_dict=state['model'], optim_state_dict=state['optimizer'])
 
 
-def ensure_writable(out_dir):
-    """ Find out now, not at the first checkpoint an hour into a run, that out_dir can't be written. """
+def ensure_writable(path, setting='out_dir'):
+    """ Find out now, not at the first checkpoint an hour into a run, that the folder path can't be written. """
     try:
-        os.makedirs(out_dir, exist_ok=True)
-        tempfile.TemporaryFile(dir=out_dir).close()
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
     except OSError as e:
-        raise OSError(f"cannot write to out_dir '{out_dir}' ({e.strerror}): choose another one with --out_dir=...") from None
+        raise OSError(f"cannot write to {setting} '{path}' ({e.strerror}): choose another one with --{setting}=...") from None
 
 
 def dataset_dir(checkpoint, init_from=None, strict=False):

@@ -110,7 +110,7 @@ ddp_world_size = int(os.environ['WORLD_SIZE']) if ddp else 1 # a stray WORLD_SIZ
 # -----------------------------------------------------------------------------
 # setting checks: what model.py, data_io.py and runtime.py check themselves is not repeated here
 for name, least in dict(batch_size=1, block_size=1, gradient_accumulation_steps=1, eval_interval=1, log_interval=1,
-                        eval_iters=1, max_iters=0, seed=0, grad_clip=0).items():
+                        eval_iters=1, max_iters=0, seed=0, grad_clip=0, peak_flops=0).items():
     runtime.require(globals()[name] >= least, f"{name} must be at least {least}, got {globals()[name]}")
 runtime.require(gradient_accumulation_steps % ddp_world_size == 0,
                 f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the {ddp_world_size} "

@@ -191,3 +191,16 @@ def test_generate_mode_compiled_with_int8(tmp_path):
 def test_generate_mode_bad_input(tmp_path, args, message):
     p = run_script('bench.py', *ARGS, '--mode=generate', *args, cwd=tmp_path, check=False)
     error_line(p, message)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--vocab_size=0'], "vocab_size must be > 0, got 0"),
+    (['--peak_flops=-1.0'], "peak_flops must be >= 0 (0: the device's own), got -1.0"),
+    (['--profile=True', '--profile_dir=a_file'], "cannot write to profile_dir 'a_file'"),
+    (['--device=xpu'], "unsupported device 'xpu': use cpu, cuda, cuda:N or mps"),
+])
+def test_train_mode_bad_input_stops_before_timing(tmp_path, args, message):
+    (tmp_path / 'a_file').write_text('')
+    p = run_script('bench.py', *ARGS, '--real_data=False', *args, cwd=tmp_path, check=False)
+    error_line(p, message)
+    assert 'ms/iter' not in p.stdout

@@ -329,6 +329,7 @@ BAD_INPUTS = {
     'unknown_device': (['--device=gpu'], "unknown device 'gpu': use cpu, cuda, cuda:N or mps"),
     'unsupported_device': (['--device=xpu'], "unsupported device 'xpu': use cpu, cuda, cuda:N or mps"),
     'negative_grad_clip': (['--grad_clip=-1.0'], "grad_clip must be at least 0"),
+    'negative_peak_flops': (['--peak_flops=-1.0'], "peak_flops must be at least 0"),
     'init_from_no_checkpoint': (['--init_from=empty_dir'], "is a folder with no train.py checkpoint (ckpt.pt)"),
 }
 
