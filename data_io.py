@@ -208,9 +208,14 @@ def hub_reachable(timeout=3.0):
 
 def read_text(path):
     """ The text of a UTF-8 file (a byte-order mark, as Notepad writes, dropped); a ValueError when it is empty or
-    not UTF-8. """
-    with open(path, 'rb') as f:
-        data = f.read()
+    not UTF-8; an OSError naming path when it is missing or a folder (not errno's bare sentence). """
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: give the path of an existing file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{path} is a folder: give the path of a file") from None
     try:
         text = data.decode('utf-8-sig')
     except UnicodeDecodeError as e:

@@ -476,18 +476,18 @@ def save_sharded_checkpoint(checkpoint, model, optimizer, out_dir):
     dist.barrier()
     error = None
     try:
-        with ctrl_c_after():
+        with ctrl_c_after():  # (after the renames too: a Ctrl-C leaves no ckpt.dcp.tmp)
             dcp.save(dict(checkpoint, model=model_state, optimizer=optimizer_state), checkpoint_id=tmp)
-        if rank0:
-            fsync_tree(tmp)  # every rank's files (dcp synced them) and the folder's entries, before the rename
-            if os.path.isdir(path):
+            if rank0:
+                fsync_tree(tmp)  # every rank's files (dcp synced them) and the folder's entries, before the rename
+                if os.path.isdir(path):
+                    shutil.rmtree(old, ignore_errors=True)
+                    os.rename(path, old)
+                os.rename(tmp, path)
+                fsync_path(out_dir)
                 shutil.rmtree(old, ignore_errors=True)
-                os.rename(path, old)
-            os.rename(tmp, path)
-            fsync_path(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-            if os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):  # the run without FSDP that this one resumed
-                os.remove(os.path.join(out_dir, 'ckpt.pt'))
+                if os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):  # the run without FSDP that this one resumed
+                    os.remove(os.path.join(out_dir, 'ckpt.pt'))
     except (Exception, CheckpointException) as e:  # dcp raises on every rank when one rank's write failed
         error = first_line(next(iter(e.failures.values()))[0] if isinstance(e, CheckpointException) else e)
         if rank0:

@@ -12,7 +12,7 @@ To run with DDP on 4 gpus on 1 node, example:
 $ torchrun --standalone --nproc_per_node=4 train.py
 (on CPUs the same works, with gloo instead of nccl: add --device=cpu on a machine that has GPUs)
 
-To run with DDP on 4 gpus across 2 nodes, example:
+To run with DDP on 8 gpus on each of 2 nodes, example:
 - Run on the first (master) node with example IP 123.456.123.456:
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
 - Run on the worker node:
@@ -56,7 +56,7 @@ init_from = 'scratch' # 'scratch', 'resume', the out_dir of another run (its wei
 # wandb logging
 wandb_log = False # disabled by default
 wandb_project = 'owt' # wandb project name
-wandb_run_name = 'gpt2' # 'run' + str(time.time())
+wandb_run_name = 'gpt2' # the run's name in wandb, e.g. 'run' + str(time.time())
 # data
 dataset = 'openwebtext' # reads data/<dataset>/train.bin, val.bin (and meta.pkl)
 gradient_accumulation_steps = 5 * 8 # used to simulate larger batch sizes

@@ -15,23 +15,32 @@ STEP = re.compile(r'^step (\d+): train loss ([\d.]+), val loss ([\d.]+)')
 
 def read_log(path):
     steps, train, val = [], [], []
-    with open(path) as f:
-        for line in f:
-            m = STEP.match(line)
-            if m:
-                steps.append(int(m[1]))
-                train.append(float(m[2]))
-                val.append(float(m[3]))
+    try:
+        with open(path) as f:
+            lines = f.readlines()
+    except (OSError, UnicodeDecodeError) as e:
+        sys.exit(f"error: cannot read {path} ({type(e).__name__}: {e}); pass a train.py log")
+    for line in lines:
+        m = STEP.match(line)
+        if m:
+            steps.append(int(m[1]))
+            train.append(float(m[2]))
+            val.append(float(m[3]))
     if not steps:
         sys.exit(f"error: {path} has no 'step N: train loss X, val loss Y' lines; pass a train.py log")
     return steps, train, val
 
 
 def main(argv):
-    opts = dict(a[2:].split('=', 1) for a in argv if a.startswith('--'))
-    args = [a for a in argv if not a.startswith('--')]
-    if len(args) < 2:
-        sys.exit(__doc__.strip().splitlines()[1])
+    if {'-h', '--help'} & set(argv):
+        print(__doc__.strip())
+        return
+    opts = dict(a[2:].split('=', 1) for a in argv if a.startswith('--') and '=' in a)
+    unknown = [a for a in argv if a.startswith('-') and a.split('=')[0] not in ('--labels', '--title')]
+    args = [a for a in argv if not a.startswith('-')]
+    if len(args) < 2 or unknown:
+        sys.exit(f"error: {'unknown option ' + unknown[0] if unknown else 'no log given'}; "
+                 f"{__doc__.strip().splitlines()[1].replace('Usage', 'usage')}")
     out, logs = args[0], args[1:]
     labels = opts['labels'].split(',') if 'labels' in opts else logs
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)

@@ -46,3 +46,9 @@ def test_plot_loss_draws_a_train_log(tmp_path):
     p = run_script('assets/plot_loss.py', tmp_path / 'none.png', log, cwd=tmp_path, check=False)
     assert p.returncode != 0 and "has no 'step N: train loss X, val loss Y' lines" in p.stderr
     assert not (tmp_path / 'none.png').exists()
+    for args, message in [(['--help'], None), ([tmp_path / 'x.png', 'nothere.log'], "error: cannot read nothere.log"),
+                          ([tmp_path / 'x.png', log, '--label=a'], "error: unknown option --label=a; usage: python")]:
+        p = run_script('assets/plot_loss.py', *args, cwd=tmp_path, check=False)
+        assert 'Traceback' not in p.stderr and (p.returncode == 0 and 'Usage: python assets/plot_loss.py' in p.stdout
+                                                if message is None else p.returncode == 1 and message in p.stderr), p
+    assert not (tmp_path / 'x.png').exists()
