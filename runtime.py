@@ -337,7 +337,10 @@ NANOGPT_MODEL_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'voca
 def model_args_entries(config):
     """ The checkpoint entries that rebuild a model of GPTConfig config: {'model_args': ..., 'model_extra': ...}. """
     args = asdict(config)
-    return {'model_args': {k: args.pop(k) for k in NANOGPT_MODEL_ARGS}, 'model_extra': args}
+    keys = NANOGPT_MODEL_ARGS
+    if not args['activation'].startswith('gelu'):  # the original would run it with its GELU, wrong by far: a relu
+        keys += ('activation',)  # model's activation in model_args makes its GPTConfig(**model_args) refuse it
+    return {'model_args': {k: args.pop(k) for k in keys}, 'model_extra': args}
 
 
 def upgrade_legacy(checkpoint):

@@ -231,13 +231,17 @@ def test_a_reply_stopped_inside_the_forward_leaves_the_cache_in_step(sft_workdir
 
 
 def test_eval_file_scores_exact_match(sft_workdir):
+    """ The model's own greedy reply counts, any other does not. """
+    chat, _, tok = chat_of(sft_workdir)
+    answer = tok.decode(list(chat.reply('spell the', 8, top_k=1)))
     (sft_workdir / 'q.jsonl').write_text(
-        '{"instruction": "spell the", "output": "t h e"}\n'
+        json.dumps({"instruction": "spell the", "output": answer}) + '\n' +
+        json.dumps({"instruction": "spell the", "output": answer + 'x'}) + '\n'
         '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"},'
         ' {"role": "user", "content": "spell a"}, {"role": "assistant", "content": "a"}]}\n')
     p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--max_new_tokens=8', '--device=cpu',
                    '--dtype=float32', cwd=sft_workdir)
-    assert p.stdout.splitlines()[-1].startswith('exact match: 0/2 = 0.0% (q.jsonl, greedy)')
+    assert p.stdout.splitlines()[-1].startswith('exact match: 1/3 = 33.3% (q.jsonl, greedy)'), p.stdout
 
 
 def test_eval_file_takes_an_empty_system_message_by_its_role(sft_workdir):
@@ -285,10 +289,11 @@ def test_a_system_message_over_half_the_context_is_refused_in_one_line(sft_workd
 def test_cropping_keeps_the_current_turn_within_block_size(sft_workdir, system_chars):
     """ The context fed to the model, at every forward, is the head, then the end of the current turn (the user's
     message, <|assistant_start|> and the reply so far), of at most block_size tokens: with turns to drop, a reply
-    that grows past the context, and a message longer than the whole context. """
+    that grows past the context, and a message longer than the whole context. A crop keeps half the room the
+    head leaves, so that the reply grows into the other half before the next re-prefill. """
     chat, model, tok = chat_of(sft_workdir, 24, system='e' * system_chars)
     assert len(chat.head) <= 12
-    current, seen = [], []
+    current, seen, crops = [], [], []
 
     def check(module, args, output):
         fed = chat.context()  # all of it in the cache now, the tokens of this forward last
@@ -296,6 +301,9 @@ def test_cropping_keeps_the_current_turn_within_block_size(sft_workdir, system_c
         assert fed[:len(chat.head)] == chat.head
         tail = fed[len(chat.head):]
         assert tail and current[-len(tail):] == tail, (tok.decode(fed), tok.decode(current))
+        if seen and args[0].size(1) == len(fed):  # fed anew after a crop: the turns keep half the room left
+            assert len(tail) <= (24 - len(chat.head)) // 2  # the other half for the reply, before the next crop
+            crops.append(len(fed))
         seen.append(len(fed))
     model.register_forward_hook(check)
     torch.manual_seed(0)
@@ -303,7 +311,7 @@ def test_cropping_keeps_the_current_turn_within_block_size(sft_workdir, system_c
         current[:] = prompt_ids(tok, message)
         for idx in chat.reply(message, 30, temperature=2.0):  # hot: a long reply, its end unlikely
             current.append(idx)
-    assert len(seen) > 30 and max(seen) == 24  # it did fill the context, and crop
+    assert len(seen) > 30 and max(seen) == 24 and crops  # it did fill the context, and crop
     context = tok.decode(chat.context())
     assert 'spell the' not in context and context.endswith('<|assistant_end|>')
 

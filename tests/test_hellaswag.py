@@ -2,7 +2,7 @@
 computation of the same definition with Hugging Face's GPT2LMHeadModel on the same weights (one
 unpadded row at a time), also for contexts and endings longer than the model's block_size (cropped
 from the left); ties go to the lowest index; rank-sharded counts add up to the whole; the script's
-printed line matches the reference; a special token's name in an item is text; bad data and unusable models fail
+printed line matches the reference; endings are scored with their leading space; a special token's name in an item is text; bad data and unusable models fail
 with one clear line."""
 
 import json
@@ -140,6 +140,17 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
     path.write_bytes(json.dumps(dict(ITEM, ctx='a caf\u00e9'), ensure_ascii=False).encode('latin-1') + b'\n')
     with pytest.raises(ValueError, match=f"{re.escape(str(path))} is not UTF-8 text"):
         hellaswag.load_items(path)
+
+
+def test_an_ending_is_scored_with_its_leading_space():
+    """ The context ends without a space and each ending is tokenized as ' ' + ending, as in GPT-2's evaluation. """
+    class Ords:  # one token per character: its code point
+        def encode_ordinary(self, text):
+            return [ord(c) for c in text]
+    (ctx, endings, label), = hellaswag.tokenize_items([dict(ctx='A man', endings=['sits.', 'b', 'c d', 'e'],
+                                                            label=2)], Ords())
+    assert ctx == [65, 32, 109, 97, 110] and label == 2
+    assert endings == [[32, 115, 105, 116, 115, 46], [32, 98], [32, 99, 32, 100], [32, 101]]
 
 
 def test_ending_empty_after_tokenization():

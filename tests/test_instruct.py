@@ -2,7 +2,7 @@
 characters, a trained BPE and GPT-2's BPE); GPT.grow_vocab keeps the old logits and starts new rows at the mean;
 train.py's val loss on an instruction dataset equals a hand-computed masked cross-entropy (after growing a base
 model's vocabulary), changing a masked target changes nothing, and rows never run from one conversation into
-the next without the boundary token; finetuning works from a local Hugging Face GPT-2 (GPT-2's BPE, grown
+the next without the boundary token, and a row is trained on where one of its targets is a reply; finetuning works from a local Hugging Face GPT-2 (GPT-2's BPE, grown
 by 6 tokens), with LoRA and resume, and with torchrun DDP and gradient accumulation."""
 
 import os
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chat_template import BOUNDARY, chat_tokenizer, conversation_starts, masked_targets, render
+from chat_template import BOUNDARY, chat_tokenizer, conversation_starts, masked_targets, render, rows_with_a_reply
 from conftest import (load, make_char_dataset, make_instruct_dataset, make_sft_workdir, run_script, step_bpb,
                       step_losses, tiny_gpt, tiny_text)
 from data_io import read_meta
@@ -88,6 +88,16 @@ def test_changing_a_masked_target_changes_nothing():
         assert model(x, masked_targets(y2, mask))[1] != loss
         logp = F.log_softmax(model(x, x)[0], -1).gather(-1, y[..., None])[..., 0]
         torch.testing.assert_close(loss, -(logp * mask).sum() / mask.sum())
+
+
+def test_a_row_is_kept_for_a_reply_token_among_its_targets_only():
+    """ A row from start s reads tokens s..s+block_size-1 and predicts s+1..s+block_size: a reply token at one of
+    those targets keeps it (the last included), one at its first input or past its last target does not. """
+    block_size, s = 8, 5
+    for reply_at, kept in ((s, False), (s + 1, True), (s + block_size, True), (s + block_size + 1, False)):
+        mask = np.zeros(30, dtype=np.uint8)
+        mask[reply_at] = 1
+        assert rows_with_a_reply(np.array([s]), mask, block_size).tolist() == ([s] if kept else []), reply_at
 
 
 def test_rows_start_at_conversations_and_never_run_into_the_next_without_the_boundary(tmp_path):

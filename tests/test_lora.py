@@ -143,7 +143,13 @@ def test_a_target_named_twice_is_adapted_once():
 
 
 def test_rank_may_equal_the_width():
-    apply_lora(tiny_gpt(), rank=CONFIG['n_embd'], alpha=1)
+    """ The largest rank: full-width adapters, and the model starts as its base (lora_B is zero). """
+    width, idx = CONFIG['n_embd'], torch.randint(0, CONFIG['vocab_size'], (2, 8))
+    base = tiny_gpt()
+    model = apply_lora(copy.deepcopy(base), rank=width, alpha=1)
+    c_attn = model.transformer.h[0].attn.c_attn
+    assert c_attn.lora_A.shape == (width, width) and c_attn.lora_B.shape == (3 * width, width)
+    assert (model(idx)[0] - base(idx)[0]).abs().max() < 1e-6
 
 
 def test_bigram_has_no_lora():

@@ -1,6 +1,6 @@
 """model.py: parity with Hugging Face GPT-2, SDPA vs manual attention, KV-cache generation vs the
 full-recompute reference (one cache per generation, never reallocated; a callback per new token; top_k=1
-is the argmax), model surgery, parameter counts, and the errors bad input gets."""
+is the argmax; sampling draws from softmax(logits / temperature), over the top_k largest alone), model surgery, parameter counts, and the errors bad input gets."""
 
 import math
 import re
@@ -189,13 +189,18 @@ def test_small_temperature_samples_without_overflow():
     for dtype, temperature in ((torch.float16, 1e-3), (torch.float32, 1e-40)):
         for top_k in (None, 2):
             assert sample_next(logits.to(dtype), temperature, top_k).flatten().tolist() == [1, 0]
-    # the same distribution as softmax(logits / temperature)
+    # the same distribution as softmax(logits / temperature), and with top_k the softmax over the k largest alone
     logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(0)) * 3
     torch.manual_seed(1)
-    drawn = torch.cat([sample_next(logits, 0.7) for _ in range(4000)], dim=1)  # (2, 4000)
-    for row in range(2):
-        counts = torch.bincount(drawn[row], minlength=50) / drawn.size(1)
-        assert (counts - torch.softmax(logits[row] / 0.7, dim=-1)).abs().max() < 0.03
+    for top_k in (None, 3):
+        drawn = torch.cat([sample_next(logits, 0.7, top_k) for _ in range(4000)], dim=1)  # (2, 4000)
+        for row in range(2):
+            counts = torch.bincount(drawn[row], minlength=50) / drawn.size(1)
+            kept = torch.full((50,), -float('inf'))
+            ids = logits[row].argsort(descending=True)[:top_k or 50]
+            kept[ids] = logits[row, ids]
+            assert set(drawn[row].tolist()) <= set(ids.tolist())
+            assert (counts - torch.softmax(kept / 0.7, dim=-1)).abs().max() < 0.03
 
 
 def test_cached_forward_matches_full_forward_per_position():

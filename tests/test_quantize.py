@@ -14,7 +14,7 @@ import conftest
 from conftest import (all_logits, error_line, iter_losses, load, make_char_dataset, perturb_adapters, run_script,
                       run_train, save_checkpoint, step_losses, tiny_train_args, train_in_two_halves, train_steps)
 from model import Bigram, GPTConfig, LORA_TARGETS, apply_lora
-from quantize import NF4_BLOCK_SIZE, NF4Linear, dequantize, quantize
+from quantize import NF4Linear, dequantize, quantize
 
 bnb = pytest.importorskip('bitsandbytes', reason="bitsandbytes is not installed (pip install -r requirements.txt)")
 
@@ -38,18 +38,19 @@ def test_nf4_codes_dequantize_like_bitsandbytes_linear4bit():
     with torch.no_grad():
         linear.weight.normal_(std=0.02)
     q = NF4Linear(linear)
-    # the library's own module, quantized independently from the same weights
+    # the library's own module, quantized independently from the same weights, in QLoRA's blocks of 64
     ref = bnb.nn.Params4bit(linear.weight.detach().clone(), requires_grad=False, quant_type='nf4',
-                            blocksize=NF4_BLOCK_SIZE, compress_statistics=False)._quantize('cpu')
+                            blocksize=64, compress_statistics=False)._quantize('cpu')
     expected = bnb.functional.dequantize_4bit(ref.data, ref.quant_state)
     assert torch.equal(q.dequantized_weight(), expected)
     # rounding to the nearest of the 16 NF4 values errs at most half their largest gap (-1 to -0.6962), times the block's scale
     w = linear.weight.detach()
-    err = (q.dequantized_weight() - w).view(-1, NF4_BLOCK_SIZE).abs()
-    scale = w.view(-1, NF4_BLOCK_SIZE).abs().amax(dim=1, keepdim=True)
+    err = (q.dequantized_weight() - w).view(-1, 64).abs()
+    scale = w.view(-1, 64).abs().amax(dim=1, keepdim=True)
     assert (err <= 0.5 * (1 - 0.6961928009986877) * scale + 1e-7).all()
     assert err.mean() / w.abs().mean() < 0.12  # ~9% typical for normal weights
     assert q.weight.dtype == torch.uint8 and q.weight.numel() == w.numel() // 2  # two codes per byte
+    assert q.absmax.numel() == w.numel() // 64  # one scale per block
     x = torch.randn(3, 5, 256)
     assert torch.allclose(q(x), F.linear(x, expected, linear.bias), atol=1e-5)
     assert torch.allclose(q.dequantized()(x), q(x), atol=1e-5)

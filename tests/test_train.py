@@ -1,11 +1,14 @@
 """Guards train.py end to end, run the way users run it (a subprocess on a tiny CPU config): training
-lowers the loss; resuming reproduces an uninterrupted run bit for bit, and refuses settings that would change
-the run's meaning; the checkpoint layout (and the original nanoGPT's) loads; init from a local Hugging Face
+lowers the loss; each step's learning rate follows warmup, cosine decay and min_lr (a hand computation), its
+gradients are clipped, its micro-batch and dropout masks are new (and each DDP rank's batches its own); evaluation
+runs without dropout; resuming reproduces an uninterrupted run bit for bit, keeps the best val loss, and refuses
+settings that would change the run's meaning; the checkpoint layout (and the original nanoGPT's) loads; init from a local Hugging Face
 GPT-2 or another run's out_dir, eval_only, gradient accumulation, the bigram and relu models, LoRA and
 gradient checkpointing work; every bad input stops with a one-line error, and a failed checkpoint write
 keeps the previous checkpoint; a run that saves nothing says why; wandb offline, torch.compile and
 torchrun (gloo) DDP runs work."""
 
+import json
 import math
 import os
 import re
@@ -15,7 +18,7 @@ import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
+from dataclasses import fields, make_dataclass
 
 import numpy as np
 import pytest
@@ -25,7 +28,7 @@ from conftest import (ROOT, error_line, iter_losses, load, make_char_dataset, ru
                       tiny_text, tiny_train_args, to_original_nanogpt, train_in_two_halves)
 from data_io import read_meta, write_tokens
 from model import GPTConfig
-from runtime import load_checkpoint, model_from_checkpoint, save_checkpoint
+from runtime import NANOGPT_MODEL_ARGS, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 TINY = tiny_train_args()
 TINY_PRETRAINED = tiny_train_args(n_layer=None, n_head=None, n_embd=None)
@@ -190,11 +193,68 @@ def test_gradient_checkpointing_gives_the_same_run(straight_run, tmp_path):
     assert p.stdout.splitlines()[-1] == 'checkpointed Block forwards: 24'
 
 
+# train.py run in-process by runpy, each optimizer step recorded: its learning rate and the norm of the gradients it
+# applies, the norm clip_grad_norm_ found, the first training dropout mask of each iteration; then micro-batches 0 and 1
+RECORD_STEPS = f"""
+import json, runpy, sys
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+sys.path.insert(0, {str(ROOT)!r})
+steps, clip_norms, masks = [], [], []
+def before_step(optimizer, args, kwargs):
+    grads = [p.grad.flatten() for g in optimizer.param_groups for p in g['params'] if p.grad is not None]
+    steps.append(dict(lr=optimizer.param_groups[0]['lr'], grad_norm=torch.cat(grads).norm().item()))
+register_optimizer_step_pre_hook(before_step)
+clip, dropout = torch.nn.utils.clip_grad_norm_, torch.nn.functional.dropout
+def recorded_clip(*args, **kw):
+    norm = clip(*args, **kw)
+    clip_norms.append(norm.item())
+    return norm
+def recorded_dropout(x, p=0.5, training=True, inplace=False):
+    y = dropout(x, p, training, inplace)
+    if training and len(masks) == len(steps):
+        masks.append((y == 0).flatten().tolist())
+    return y
+torch.nn.utils.clip_grad_norm_, torch.nn.functional.dropout = recorded_clip, recorded_dropout
+sys.argv = [{str(ROOT / 'train.py')!r}, *sys.argv[1:]]
+scope = runpy.run_path(sys.argv[0], run_name='__main__')
+batches = [scope['train_batch'](step)[0].tolist() for step in (0, 1)]
+json.dump(dict(steps=steps, clip_norms=clip_norms, masks=masks, batches=batches), open('record.json', 'w'))
+"""
+
+
+def test_learning_rate_clipping_batches_and_dropout_of_each_step(char_workdir):
+    """ Warmup, cosine decay and min_lr against the hand computation; clipped gradients; a new micro-batch and
+    new dropout masks every step. """
+    (char_workdir / 'record.py').write_text(RECORD_STEPS)
+    run_script(char_workdir / 'record.py', *TINY, '--max_iters=8', '--eval_interval=100', '--decay_lr=True',
+               '--learning_rate=1e-2', '--warmup_iters=2', '--lr_decay_iters=5', '--min_lr=1e-3', '--grad_clip=0.01',
+               '--dropout=0.1', f'--out_dir={char_workdir / "record_out"}', cwd=char_workdir,
+               env={'OMP_NUM_THREADS': '1'})
+    record = json.loads((char_workdir / 'record.json').read_text())
+    lr, min_lr = 1e-2, 1e-3
+    cosine = [min_lr + 0.5 * (1 + math.cos(math.pi * r)) * (lr - min_lr) for r in (0, 1 / 3, 2 / 3)]
+    expected = [lr * 1 / 3, lr * 2 / 3, *cosine, min_lr, min_lr, min_lr]  # warmup over 2, decay until 5
+    assert [step['lr'] for step in record['steps']] == pytest.approx(expected, rel=1e-12)
+    assert len(record['clip_norms']) == 8 and min(record['clip_norms']) > 0.01  # more than the clip: it had work to do
+    assert all(step['grad_norm'] <= 0.01 * (1 + 1e-5) for step in record['steps'])
+    first, second = record['batches']
+    assert first != second
+    masks = record['masks']
+    assert len(masks) == 8 and all(0.05 < np.mean(m) < 0.15 for m in masks)  # dropout p=0.1
+    assert len({tuple(m) for m in masks}) == 8
+
+
 def test_relu_trains(straight_run):
     cwd, _, out = straight_run
     losses, steps = iter_losses(out), step_losses(out)
     assert losses[5] < losses[0] - 0.3 and steps[6][1] < steps[0][1] - 0.3
-    assert load(cwd / 'out' / 'ckpt.pt')['model_extra']['activation'] == 'relu'
+    # in model_args, where the original nanoGPT's GPTConfig(**model_args) refuses it rather than run it with a GELU
+    ckpt = load(cwd / 'out' / 'ckpt.pt')
+    assert ckpt['model_args']['activation'] == 'relu' and 'activation' not in ckpt['model_extra']
+    with pytest.raises(TypeError, match='activation'):
+        make_dataclass('NanoGPTConfig', NANOGPT_MODEL_ARGS)(**ckpt['model_args'])
+    assert model_from_checkpoint(ckpt).config.activation == 'relu'
 
 
 def test_gradient_accumulation_averages_the_micro_batches(tmp_path):
@@ -224,7 +284,8 @@ def test_original_nanogpt_checkpoint_resumes(base_run, tmp_path):
 def test_eval_only_evaluates_and_exits(base_run):
     cwd, out = base_run
     before = (cwd / 'out' / 'ckpt.pt').read_bytes()
-    p = train(cwd, '--init_from=resume', '--eval_only=True', '--max_iters=40')
+    # dropout is off while evaluating: a resumed model with dropout evaluates as the run without it did
+    p = train(cwd, '--init_from=resume', '--eval_only=True', '--max_iters=40', '--dropout=0.5')
     assert step_losses(p.stdout) == {12: step_losses(out)[12]}
     assert not iter_losses(p.stdout) and 'saving checkpoint' not in p.stdout
     assert (cwd / 'out' / 'ckpt.pt').read_bytes() == before
@@ -389,7 +450,7 @@ def test_compile_failure_falls_back_to_eager(char_workdir):
     assert sorted(iter_losses(p.stdout)) == [0, 1, 2]
 
 
-# train.py run in-process by runpy, then this rank's weights saved: the DDP test compares the ranks
+# train.py run in-process by runpy, then this rank's weights and first micro-batch saved: the DDP test compares the ranks
 RANK_WEIGHTS = f"""
 import os, runpy, sys
 import torch
@@ -397,6 +458,7 @@ sys.path.insert(0, {str(ROOT)!r})
 sys.argv = [{str(ROOT / 'train.py')!r}, *sys.argv[1:]]
 scope = runpy.run_path(sys.argv[0], run_name='__main__')
 torch.save(scope['raw_model'].state_dict(), f"weights_rank{{os.environ['RANK']}}.pt")
+torch.save(scope['train_batch'](0), f"batch_rank{{os.environ['RANK']}}.pt")
 """
 
 
@@ -417,6 +479,8 @@ def test_torchrun_ddp_on_cpu(char_workdir):
     assert rank0.keys() == rank1.keys() == saved.keys()
     for k in rank0:
         assert torch.equal(rank0[k], rank1[k]) and torch.equal(rank0[k], saved[k]), k
+    # each rank trains on batches of its own
+    assert not torch.equal(load(char_workdir / 'batch_rank0.pt')[0], load(char_workdir / 'batch_rank1.pt')[0])
 
 
 def test_resume_refuses_settings_it_cannot_honour(base_run, tmp_path):
@@ -433,6 +497,21 @@ def test_resume_refuses_settings_it_cannot_honour(base_run, tmp_path):
                          ([f'--init_from={tmp_path / "out"}'], "is this run's own out_dir")]:
         error_line(train(cwd, *resume, *args, check=False), phrase)
         assert os.listdir(tmp_path / 'out') == ['ckpt.pt'] and (tmp_path / 'out' / 'ckpt.pt').read_bytes() == before
+
+
+def test_resume_keeps_the_best_val_loss(base_run, tmp_path):
+    """ A resumed run saves only below the checkpoint's best val loss (always_save_checkpoint=False). """
+    cwd, _ = base_run
+    checkpoint = load(cwd / 'out' / 'ckpt.pt')
+    os.makedirs(tmp_path / 'out')
+    save_checkpoint({**checkpoint, 'best_val_loss': 0.0}, str(tmp_path / 'out'))
+    before = (tmp_path / 'out' / 'ckpt.pt').read_bytes()
+    p = train(cwd, '--init_from=resume', f'--out_dir={tmp_path / "out"}', '--max_iters=16', '--eval_interval=2',
+              '--always_save_checkpoint=False')
+    assert sorted(iter_losses(p.stdout)) == [12, 13, 14, 15] and 'saving checkpoint' not in p.stdout
+    assert p.stdout.strip().splitlines()[-1] == (f"no checkpoint was written to {tmp_path / 'out'}: the val loss never "
+                                                 f"went below 0.0000, and always_save_checkpoint=False")
+    assert (tmp_path / 'out' / 'ckpt.pt').read_bytes() == before
 
 
 def test_resume_takes_this_runs_settings(base_run, tmp_path):
