@@ -322,11 +322,15 @@ class GPT(LanguageModel):
         Return the number of parameters in the model (trainable: those that require grad only).
         For non-embedding count (default), the position embeddings get subtracted.
         The token embeddings would too, except due to the parameter sharing these
-        params are actually used as weights in the final layer, so we include them.
+        params are actually used as weights in the final layer, so we include them;
+        where the lm_head has a copy of its own (int8, packed), they are lookups alone, and subtracted.
         """
         n_params = super().get_num_params(trainable=trainable)
-        if non_embedding and (self.transformer.wpe.weight.requires_grad or not trainable):
-            n_params -= self.transformer.wpe.weight.numel()
+        if non_embedding:
+            tied = self.lm_head.weight is self.transformer.wte.weight
+            for emb in (self.transformer.wpe, *(() if tied else (self.transformer.wte,))):
+                if emb.weight.requires_grad or not trainable:
+                    n_params -= emb.weight.numel()
         return n_params
 
     def flops_per_token(self):

@@ -83,6 +83,14 @@ def test_config_file_then_command_line(stub, tmp_path):
                        "Overriding: dataset = 'python_char'"]
 
 
+def test_arguments_apply_in_the_order_given(stub, tmp_path):
+    """ A config file after an override sees it, and a second file the first's settings. """
+    (tmp_path / 'a.py').write_text("batch_size = batch_size * 2\n")
+    (tmp_path / 'b.py').write_text("batch_size = batch_size + 1\n")
+    assert settings(stub('--batch_size=5', 'a.py', 'b.py'))['batch_size'] == 11  # (5 * 2) + 1
+    assert settings(stub('b.py', 'a.py', '--learning_rate=1'))['batch_size'] == 26  # (12 + 1) * 2
+
+
 def test_config_file_setting_a_default_value_counts_as_given(stub, tmp_path):
     # small ints, bools and short strings are the very objects of the defaults: the file's assignment must
     # still count, or train.py's check that a resume keeps the architecture would not see it

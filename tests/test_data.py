@@ -289,7 +289,7 @@ def test_openwebtext_one_document_is_too_few(tmp_path):
 # a BPE trained on the corpus: shakespeare_bpe, and openwebtext's --tokenizer=bpe on one's own documents
 
 def test_shakespeare_bpe_round_trip_and_rerun(tmp_path):
-    from tokenizer import load_tokenizer
+    from tokenizer import load_tokenizer, train_bpe
     text = tiny_text() + ' café €5 😀\n' * 50  # multi-byte characters too
     data_dir = copy_prepare(tmp_path, 'shakespeare_bpe')
     (data_dir / 'input.txt').write_text(text, encoding='utf-8')
@@ -304,6 +304,8 @@ def test_shakespeare_bpe_round_trip_and_rerun(tmp_path):
     train, val = (open_tokens(data_dir, split, vocab_size=tok.vocab_size).tolist() for split in ('train', 'val'))
     assert tok.decode(train) == text[:n] and tok.decode(val) == text[n:]
     assert train == tok.encode_ordinary(text[:n])
+    # the BPE learns from the train split alone: the val text (with the multi-byte characters) leaks nothing
+    assert (data_dir / 'bpe.json').read_bytes() == train_bpe([text[:n]], 400).to_json()
     assert f"train has {len(train):,} tokens" in out and f"val has {len(val):,} tokens" in out
     assert 'encode speed: this BPE' in out and ' MB/s' in out
     prepare(data_dir, '--vocab_size=400')
@@ -446,6 +448,11 @@ def test_token_files_out_of_range_or_empty(tmp_path):
     write_tokens(tmp_path / 'train.bin', np.array([], dtype=np.int64), np.uint16)
     with pytest.raises(ValueError, match=r"train.bin is empty; rerun its prepare.py"):
         open_tokens(tmp_path, 'train', {})
+    # an id equal to the vocabulary's size is already outside it
+    write_tokens(tmp_path / 'train.bin', np.array([0, 1, 5]), np.uint16)
+    with pytest.raises(ValueError, match='holds token id 5 but the vocabulary has 5'):
+        open_tokens(tmp_path, 'train', {'vocab_size': 5})
+    assert open_tokens(tmp_path, 'train', {'vocab_size': 6}).tolist() == [0, 1, 5]
 
 
 def test_a_dataset_is_written_all_or_nothing(tmp_path):

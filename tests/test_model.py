@@ -257,6 +257,24 @@ def test_num_params_of_gpt2_124m():
     assert model.get_num_params(non_embedding=False) - model.get_num_params() == 1024 * 768
 
 
+def test_num_params_by_hand_with_lora_int8_and_packed_weights():
+    """ Counted by hand: a Block's four matrices 12 C^2 and two LayerNorms; the token embedding once (the lm_head's
+    weight) until int8 or packing gives the lm_head its own copy, when the embedding is a lookup alone. """
+    from quantize import pack, quantize
+    L, C, V, T = 2, 32, 65, 16
+    config = dict(n_layer=L, n_head=2, n_embd=C, block_size=T, vocab_size=V, bias=False)
+    model = tiny_gpt(**config)
+    total = L * (12 * C * C + 2 * C) + V * C + T * C + C  # + ln_f
+    assert model.get_num_params(non_embedding=False) == total and model.get_num_params() == total - T * C
+    apply_lora(model, rank=4, alpha=8)  # c_attn (C -> 3C) and attn.c_proj (C -> C): rank x (in + out) each
+    lora = L * 4 * ((C + 3 * C) + (C + C))
+    assert model.get_num_params(trainable=True) == lora  # the frozen position embedding is not subtracted
+    assert model.get_num_params() == total - T * C + lora
+    quantize(model, 'int8')  # int8 buffers: still in x out parameters each
+    assert model.get_num_params() == total - T * C + lora
+    assert pack(tiny_gpt(**config), torch.float32).get_num_params() == total - T * C
+
+
 def test_init_follows_gpt2():
     model = GPT(GPTConfig(n_layer=8, n_head=4, n_embd=256, block_size=64, vocab_size=1000))
     std = lambda p: p.detach().std().item()

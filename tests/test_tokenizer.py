@@ -311,6 +311,7 @@ def check_hf_tokenizer_and_pipeline(tmp_path, tok, model, text):
     hf_tok = export_and_load(tmp_path, model, dataset)
     ids = tok.encode(text)
     assert hf_tok.encode(text) == ids and hf_tok.decode(ids) == text
+    assert hf_tok.model_max_length == model.config.block_size  # longer inputs are flagged, as in training
     prompt = text[:12]
     generated = pipeline('text-generation', model=str(tmp_path / 'hf'), device='cpu')(
         prompt, max_new_tokens=8, do_sample=False, return_tensors=True)[0]['generated_token_ids']
@@ -366,3 +367,28 @@ def test_export_without_the_dataset_notes_it(tmp_path):
     assert ("note: no tokenizer written beside the model (the model was trained on data/elsewhere, which is not in "
             f"the current directory ({tmp_path}): run from the folder that holds it)") in p.stdout
     assert sorted(os.listdir(tmp_path / 'hf2')) == ['config.json', 'generation_config.json', 'model.safetensors']
+
+
+def test_with_special_tokens_takes_a_repeated_name_once():
+    tok = train_bpe([tiny_text()], 300)
+    grown = tok.with_special_tokens(['<|tool|>', '<|tool|>', '<|endoftext|>'])
+    assert grown.special_tokens == {**tok.special_tokens, '<|tool|>': tok.vocab_size}
+    assert grown.vocab_size == tok.vocab_size + 1
+
+
+def test_bpe_file_whose_first_ranks_are_not_the_bytes_in_order_is_refused(tmp_path):
+    tok = train_bpe([tiny_text()], 300)
+    tok.save(tmp_path / BPE_FILE)
+    data = (tmp_path / BPE_FILE).read_bytes()
+    # swap bytes 0 and 1 (base64 "AA==" and "AQ=="): still 256 distinct single bytes, in the wrong ranks
+    (tmp_path / BPE_FILE).write_bytes(data.replace(b'"AA=="', b'"X"', 1).replace(b'"AQ=="', b'"AA=="', 1)
+                                      .replace(b'"X"', b'"AQ=="', 1))
+    with pytest.raises(ValueError, match=r"ranks 0\.\.255 are not the 256 bytes"):
+        load_tokenizer(tmp_path)
+
+
+def test_unknown_characters_skips_special_tokens():
+    tok = CharTokenizer({'a': 0, 'b': 1}, {0: 'a', 1: 'b'}).with_special_tokens(['<|endoftext|>'])
+    assert tok.unknown_characters('ab<|endoftext|>ba') == []  # sample.py's prompt check: a special token is no text
+    assert tok.unknown_characters('ab<|x|>') == ['<', '>', 'x', '|']
+    assert tok.decode(tok.encode('ab<|endoftext|>ba')) == 'ab<|endoftext|>ba'

@@ -1,5 +1,5 @@
 """Guards train.py end to end, run the way users run it (a subprocess on a tiny CPU config): training
-lowers the loss; each step's learning rate follows warmup, cosine decay and min_lr (a hand computation), its
+lowers the loss; the logged val loss and mfu are the hand computations; each step's learning rate follows warmup, cosine decay and min_lr (a hand computation), its
 gradients are clipped, its micro-batch and dropout masks are new (and each DDP rank's batches its own); evaluation
 runs without dropout; resuming reproduces an uninterrupted run bit for bit, keeps the best val loss, and refuses
 settings that would change the run's meaning; the checkpoint layout (and the original nanoGPT's) loads; init from a local Hugging Face
@@ -61,6 +61,36 @@ def test_scratch_training_lowers_the_loss(base_run):
     # MFU is '-' until the loop has settled (5 iterations), then measured
     mfus = [line.rsplit('mfu ', 1)[1] for line in out.splitlines() if line.startswith('iter ')]
     assert mfus[:5] == ['-'] * 5 and all(m.endswith('%') and float(m[:-1]) > 0 for m in mfus[5:])
+
+
+def test_val_loss_is_the_mean_over_evenly_spread_windows(base_run):
+    """ The logged val loss against a hand computation with the saved model: eval_iters x batch_size windows of
+    val.bin spread evenly from its first token to its last full window, the mean cross-entropy of their targets. """
+    cwd, out = base_run
+    model = model_from_checkpoint(load(cwd / 'out' / 'ckpt.pt')).eval()
+    val = np.fromfile(cwd / 'data' / 'tiny_char' / 'val.bin', np.uint16).astype(np.int64)
+    starts = np.linspace(0, len(val) - 33, 2 * 4).astype(np.int64)  # block_size 32; eval_iters 2 x batch_size 4
+    x = torch.tensor(np.stack([val[i:i + 32] for i in starts]))
+    y = torch.tensor(np.stack([val[i + 1:i + 33] for i in starts]))
+    with torch.no_grad():
+        logits, _ = model(x, y)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
+    assert step_losses(out)[12][1] == pytest.approx(loss, abs=1e-4)  # printed to 4 decimals
+
+
+def test_mfu_is_the_hand_computation(char_workdir):
+    """ The logged mfu: flops_per_token x the tokens of an iteration (batch_size x gradient_accumulation_steps x
+    block_size) over the logged time and peak_flops; '-' for the first 5 iterations, then a 0.9/0.1 running mean. """
+    p = train(char_workdir, '--gradient_accumulation_steps=2', '--max_iters=8', '--eval_interval=8', '--peak_flops=1e9')
+    lines = {int(i): (float(ms), mfu) for i, ms, mfu in
+             re.findall(r'^iter (\d+): loss \S+, time ([\d.]+)ms, mfu (\S+)$', p.stdout, re.M)}
+    assert [lines[i][1] for i in range(5)] == ['-'] * 5
+    flops_per_iter = model_from_checkpoint(load(char_workdir / 'out' / 'ckpt.pt')).flops_per_token() * 4 * 2 * 32
+    running = None
+    for i in (5, 6, 7):
+        mfu = flops_per_iter / (lines[i][0] / 1000) / 1e9 * 100
+        running = mfu if running is None else 0.9 * running + 0.1 * mfu
+        assert float(lines[i][1].rstrip('%')) == pytest.approx(running, rel=0.01, abs=0.01), (i, lines[i])
 
 
 def test_checkpoint_layout(base_run):
