@@ -327,10 +327,10 @@ class GPT(LanguageModel):
         """
         n_params = super().get_num_params(trainable=trainable)
         if non_embedding:
-            tied = self.lm_head.weight is self.transformer.wte.weight
-            for emb in (self.transformer.wpe, *(() if tied else (self.transformer.wte,))):
-                if emb.weight.requires_grad or not trainable:
-                    n_params -= emb.weight.numel()
+            embeddings = [self.transformer.wpe]
+            if self.lm_head.weight is not self.transformer.wte.weight:  # untied (int8, packed): a lookup alone
+                embeddings.append(self.transformer.wte)
+            n_params -= sum(e.weight.numel() for e in embeddings if e.weight.requires_grad or not trainable)
         return n_params
 
     def flops_per_token(self):
