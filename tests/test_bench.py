@@ -161,8 +161,6 @@ def test_generate_mode_with_int8(tmp_path):
     assert sections[4].endswith("floor and decode, 5 rounds alternating float32 and int8:\n")
     assert all("greedy tokens with and without the cache: identical" in text for text in sections[2:5:2])
     ms = [float(re.search(r"^decode: ([\d.]+) ms/token", text, re.M)[1]) for text in sections[6::2]]
-    mb = [float(re.search(r"\(([\d.]+) MB of weights", text)[1]) for text in sections[6::2]]
-    assert mb[1] < mb[0] / 3  # int8 weights and one bf16 scale per row, against fp32
     ratio = float(re.search(r"^int8/fp32 decode speed: ([\d.]+)x$", p.stdout, re.M)[1])
     assert is_printed_ratio(ratio, ms)
 
@@ -204,3 +202,36 @@ def test_train_mode_bad_input_stops_before_timing(tmp_path, args, message):
     p = run_script('bench.py', *ARGS, '--real_data=False', *args, cwd=tmp_path, check=False)
     error_line(p, message)
     assert 'ms/iter' not in p.stdout
+
+
+def test_generate_mode_short_run_numbers_follow_from_each_other(tmp_path):
+    """ 5 new tokens after an 8-token prompt (the window never slides): 4 decode steps, so the KV cache read is
+    averaged over 8 + (4 + 1) / 2 positions; the floor's GB/s is its MB over its ms; the int8 model's MB are its int8
+    weights and bf16 row scales. """
+    p = run_script('bench.py', *ARGS, '--mode=generate', '--vocab_size=64', '--prompt_len=8', '--gen_tokens=5',
+                   '--quantize=int8', cwd=tmp_path)
+    sections = re.split(r"^(float32|int8):$", p.stdout, flags=re.M)
+    fp32, int8 = sections[6], sections[8]
+    weights = 2 * 12 * 32 * 32 + 64 * 32  # every Linear: 2 layers x (3 + 1 + 4 + 4) x 32 x 32, and the lm_head
+    rows = 2 * (3 + 1 + 4 + 1) * 32 + 64  # output rows, one bf16 scale each
+    for text, nbytes in ((fp32, 4 * weights), (int8, weights + 2 * rows)):
+        floor = re.search(r"^weight-streaming floor: ([\d.]+)ms per token \(([\d.]+) MB of weights, ([\d.]+) GB/s;",
+                          text, re.M)
+        assert float(floor[2]) == round(nbytes / 1e6, 2)
+        ms, gbs = float(floor[1]), float(floor[3])  # ms printed to 2 decimals: its rounding bounds the GB/s
+        assert nbytes / ((ms + 0.005) * 1e6) - 0.05 <= gbs <= nbytes / (max(ms - 0.005, 1e-9) * 1e6) + 0.05
+    kv = re.search(r"^KV cache read per decode step: [\d.]+ MB on average, ([\d.]+)% of the weights' bytes$", fp32, re.M)
+    kv_bytes = 2 * 2 * 32 * 4 * (8 + 2.5)  # keys and values of 2 layers, 32 fp32 each a position, one sequence
+    assert float(kv[1]) == round(kv_bytes / (4 * weights) * 100, 1)
+
+
+def test_train_mode_each_iteration_mfu_follows_from_its_time(tmp_path):
+    """ Each iteration's line: its MFU is that of batch_size x block_size tokens in its time. """
+    p = run_script('bench.py', *ARGS, '--real_data=False', '--vocab_size=128', '--burnin_iters=1', '--timed_iters=3',
+                   '--peak_flops=1e10', cwd=tmp_path)
+    flops_per_token = GPT(GPTConfig(vocab_size=128, bias=False, **SHAPE)).flops_per_token()
+    lines = re.findall(r"^(?:burn-in|timed) iter \d: loss [\d.]+, time ([\d.]+)ms, mfu ([\d.]+)%$", p.stdout, re.M)
+    assert len(lines) == 4
+    for ms, mfu in lines:  # the time printed to 2 decimals, the MFU to 2: bound it by both roundings
+        lo, hi = (flops_per_token * 2 * 16 / ((float(ms) + d) / 1000) / 1e10 * 100 for d in (0.005, -0.005))
+        assert lo - 0.005 <= float(mfu) <= hi + 0.005, (ms, mfu)

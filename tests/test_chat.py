@@ -242,6 +242,7 @@ def test_eval_file_scores_exact_match(sft_workdir):
     p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--max_new_tokens=8', '--device=cpu',
                    '--dtype=float32', cwd=sft_workdir)
     assert p.stdout.splitlines()[-1].startswith('exact match: 1/3 = 33.3% (q.jsonl, greedy)'), p.stdout
+    assert not any(line.startswith('all: ') for line in p.stdout.splitlines())  # one task: no per-task line
 
 
 def test_eval_file_takes_an_empty_system_message_by_its_role(sft_workdir):
@@ -373,3 +374,34 @@ def test_a_bad_eval_record_is_one_line_naming_the_file_and_the_record(sft_workdi
                                          + json.dumps(record) + '\n')
     p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--device=cpu', cwd=sft_workdir, check=False)
     error_line(p, message)
+
+
+def test_eval_file_counts_each_task_and_shows_the_misses(sft_workdir):
+    """ Records of two tasks: a line per task with its own exact matches, the misses shown under "some misses:",
+    and an expected reply that is only the start of the model's is a miss, not a match. """
+    chat, _, tok = chat_of(sft_workdir)
+    answer = tok.decode(list(chat.reply('spell the', 8, top_k=1)))
+    assert len(answer) >= 2
+    records = [{'instruction': 'spell the', 'output': answer, 'task': 'b'},
+               {'instruction': 'spell the', 'output': answer[:-1], 'task': 'b'},  # a prefix of the reply
+               {'instruction': 'spell the', 'output': answer, 'task': 'a'}]
+    (sft_workdir / 'q.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+    p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--max_new_tokens=8', '--device=cpu',
+                   '--dtype=float32', cwd=sft_workdir)
+    assert p.stdout.splitlines()[-5:] == ['a: 1/1 = 100.0%', 'b: 1/2 = 50.0%', 'some misses:',
+                                          f"  'spell the': {answer!r} (expected {answer[:-1]!r})",
+                                          'exact match: 2/3 = 66.7% (q.jsonl, greedy)'], p.stdout
+
+
+def test_the_system_message_opens_the_prompt_and_the_interactive_chat(sft_workdir):
+    """ --system: --prompt's reply, and the interactive chat's, are those of a Chat that has it. """
+    chat, _, tok = chat_of(sft_workdir, system='be brief')
+    expected = tok.decode(list(chat.reply('spell the', 10, top_k=1)))
+    plain, _, _ = chat_of(sft_workdir)
+    assert expected != tok.decode(list(plain.reply('spell the', 10, top_k=1)))  # the system message matters
+    args = ['--out_dir=out-sft', '--system=be brief', '--top_k=1', '--max_new_tokens=10', '--device=cpu',
+            '--dtype=float32']
+    p = run_script('chat.py', *args, '--prompt=spell the', cwd=sft_workdir)
+    assert p.stdout.splitlines()[-1] == expected
+    p = run_script('chat.py', *args, cwd=sft_workdir, input='spell the\n')
+    assert [line.split('assistant: ', 1)[1] for line in p.stdout.splitlines() if 'assistant: ' in line] == [expected]

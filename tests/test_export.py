@@ -63,7 +63,7 @@ def test_export_matches_logits(tmp_path, kw, activation_function):
     assert (hf_config['n_layer'], hf_config['n_head'], hf_config['n_embd'], hf_config['n_positions'],
             hf_config['vocab_size']) == (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.vocab_size)
     assert hf_config['resid_pdrop'] == hf_config['attn_pdrop'] == hf_config['embd_pdrop'] == cfg.dropout
-    assert hf_config['eos_token_id'] == (50256 if cfg.vocab_size > 50256 else None)
+    assert hf_config['bos_token_id'] == hf_config['eos_token_id'] == (50256 if cfg.vocab_size > 50256 else None)
 
 
 def test_export_merges_lora(tmp_path):

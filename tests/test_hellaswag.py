@@ -252,3 +252,18 @@ def test_train_py_scores_like_the_script(tmp_path, hf_gpt2_dir, gpt2):
         q = run_script('eval_hellaswag.py', '--init_from=resume', f'--out_dir={name}', f'--data_file={path}',
                        '--device=cpu', '--dtype=float32', cwd=tmp_path)
         assert scores(q.stdout) == during[1:], name
+
+
+def test_script_scores_the_first_max_items(tmp_path, hf_gpt2_dir, models, gpt2):
+    """ --max_items=3: the first 3 items only, scored as the reference scores them (the long 7th is not read). """
+    _, hf = models
+    raw = made_up_items()
+    items = hellaswag.tokenize_items(raw[:3], gpt2)
+    ref = [reference_choice(hf, item) for item in items]
+    acc = sum(r[0] == it[2] for r, it in zip(ref, items)) / 3
+    acc_norm = sum(r[1] == it[2] for r, it in zip(ref, items)) / 3
+    path = write_jsonl(tmp_path / 'val.jsonl', raw)
+    p = run_script('eval_hellaswag.py', f'--init_from={hf_gpt2_dir}', f'--data_file={path}', '--device=cpu',
+                   '--dtype=float32', '--max_items=3', cwd=tmp_path)
+    assert scores(p.stdout) == [('3', f"{acc:.4f}", f"{acc_norm:.4f}")]
+    assert 'longer than block_size' not in p.stdout

@@ -212,6 +212,8 @@ def test_prompt_longer_than_block_size_is_cropped(workdir):
     (['--start=FILE:data'], "data is a folder: give the path of a file"),
     (['--start=FILE:latin1.txt'], "latin1.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
     (['--max_new_tokens=0'], "max_new_tokens must be > 0"),
+    (['--num_samples=0'], "num_samples must be > 0, got 0"),
+    (['--top_k=-1'], "top_k must be >= 0 (0 keeps all tokens), got -1"),
     (['--temperature=0.0'], "temperature must be > 0"),
     (['--temperature=-1', '--out_dir=missing'], "temperature must be > 0, got -1.0; use --top_k=1"),  # before loading
     (['--init_from=gpt3'], "unknown init_from 'gpt3'"),
@@ -388,3 +390,28 @@ def test_streamed_bpe_text_is_the_final_text(workdir, gpt2):
     generated = ''.join(text[len(prompt):] for text in expected.split(SEP))
     assert '\ufffd' in generated and any(ord(c) > 127 and c != '\ufffd' for c in generated)  # bad and good ones
     assert output(p).endswith(expected)
+
+
+def test_use_kv_cache_false_recomputes(workdir, monkeypatch, capsys):
+    """ --use_kv_cache=False (the slow reference path) reaches generate for every sample, and the samples are
+    those of generate recomputing the context, with the same seed. """
+    wd, meta, models = workdir
+    generate, asked = model_py.LanguageModel.generate, []
+
+    def spy(self, *args, **kwargs):
+        asked.append(kwargs.get('use_kv_cache', True))
+        return generate(self, *args, **kwargs)
+    monkeypatch.setattr(model_py.LanguageModel, 'generate', spy)
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # sample.py sets its own
+    monkeypatch.setattr(sys, 'argv', ['sample.py', '--out_dir=out_char', '--device=cpu', '--dtype=float32',
+                                      '--num_samples=2', '--max_new_tokens=10', '--start=ab', '--seed=4',
+                                      '--use_kv_cache=False'])
+    monkeypatch.chdir(wd)
+    runpy.run_path(str(ROOT / 'sample.py'), run_name='__main__')
+    assert asked == [False, False]
+    torch.manual_seed(4)
+    x = torch.tensor([[meta['stoi'][c] for c in 'ab']])
+    expected = ''.join(''.join(meta['itos'][i] for i in generate(models['char'], x, 10, temperature=0.8, top_k=200,
+                                                                 use_kv_cache=False)[0].tolist()) + SEP
+                       for _ in range(2))
+    assert capsys.readouterr().out.endswith(expected)

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, make_dataclass
 
@@ -199,17 +200,22 @@ def test_resume_reproduces_an_uninterrupted_run(straight_run):
     assert step_losses(second.stdout)[6] == step_losses(out)[6]
 
 
-# train.py run in-process by runpy, model.checkpoint counted: the gradient checkpointing test's proof that it was on
-COUNT_CHECKPOINTS = f"""
-import runpy, sys
-sys.path.insert(0, {str(ROOT)!r})
-import model
-calls, checkpoint = [], model.checkpoint
-model.checkpoint = lambda *args, **kw: calls.append(1) or checkpoint(*args, **kw)
-sys.argv = [{str(ROOT / 'train.py')!r}, *sys.argv[1:]]
-runpy.run_path(sys.argv[0], run_name='__main__')
-print(f"checkpointed Block forwards: {{len(calls)}}")
-"""
+def in_process_train(before, after):
+    """ A script that runs train.py in its own interpreter by runpy, between the code `before` (which may patch
+    torch or the project's modules) and the code `after` (which sees train.py's globals as `scope`). """
+    return '\n'.join(['import json, os, runpy, sys', 'import torch', f'sys.path.insert(0, {str(ROOT)!r})',
+                      textwrap.dedent(before), f'sys.argv = [{str(ROOT / "train.py")!r}, *sys.argv[1:]]',
+                      "scope = runpy.run_path(sys.argv[0], run_name='__main__')", textwrap.dedent(after)])
+
+
+# model.checkpoint counted: the gradient checkpointing test's proof that it was on
+COUNT_CHECKPOINTS = in_process_train("""
+    import model
+    calls, checkpoint = [], model.checkpoint
+    model.checkpoint = lambda *args, **kw: calls.append(1) or checkpoint(*args, **kw)
+""", """
+    print(f"checkpointed Block forwards: {len(calls)}")
+""")
 
 
 def test_gradient_checkpointing_gives_the_same_run(straight_run, tmp_path):
@@ -223,34 +229,30 @@ def test_gradient_checkpointing_gives_the_same_run(straight_run, tmp_path):
     assert p.stdout.splitlines()[-1] == 'checkpointed Block forwards: 24'
 
 
-# train.py run in-process by runpy, each optimizer step recorded: its learning rate and the norm of the gradients it
-# applies, the norm clip_grad_norm_ found, the first training dropout mask of each iteration; then micro-batches 0 and 1
-RECORD_STEPS = f"""
-import json, runpy, sys
-import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
-sys.path.insert(0, {str(ROOT)!r})
-steps, clip_norms, masks = [], [], []
-def before_step(optimizer, args, kwargs):
-    grads = [p.grad.flatten() for g in optimizer.param_groups for p in g['params'] if p.grad is not None]
-    steps.append(dict(lr=optimizer.param_groups[0]['lr'], grad_norm=torch.cat(grads).norm().item()))
-register_optimizer_step_pre_hook(before_step)
-clip, dropout = torch.nn.utils.clip_grad_norm_, torch.nn.functional.dropout
-def recorded_clip(*args, **kw):
-    norm = clip(*args, **kw)
-    clip_norms.append(norm.item())
-    return norm
-def recorded_dropout(x, p=0.5, training=True, inplace=False):
-    y = dropout(x, p, training, inplace)
-    if training and len(masks) == len(steps):
-        masks.append((y == 0).flatten().tolist())
-    return y
-torch.nn.utils.clip_grad_norm_, torch.nn.functional.dropout = recorded_clip, recorded_dropout
-sys.argv = [{str(ROOT / 'train.py')!r}, *sys.argv[1:]]
-scope = runpy.run_path(sys.argv[0], run_name='__main__')
-batches = [scope['train_batch'](step)[0].tolist() for step in (0, 1)]
-json.dump(dict(steps=steps, clip_norms=clip_norms, masks=masks, batches=batches), open('record.json', 'w'))
-"""
+# each optimizer step recorded: its learning rate and the norm of the gradients it applies, the norm
+# clip_grad_norm_ found, the first training dropout mask of each iteration; then micro-batches 0 and 1
+RECORD_STEPS = in_process_train("""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    steps, clip_norms, masks = [], [], []
+    def before_step(optimizer, args, kwargs):
+        grads = [p.grad.flatten() for g in optimizer.param_groups for p in g['params'] if p.grad is not None]
+        steps.append(dict(lr=optimizer.param_groups[0]['lr'], grad_norm=torch.cat(grads).norm().item()))
+    register_optimizer_step_pre_hook(before_step)
+    clip, dropout = torch.nn.utils.clip_grad_norm_, torch.nn.functional.dropout
+    def recorded_clip(*args, **kw):
+        norm = clip(*args, **kw)
+        clip_norms.append(norm.item())
+        return norm
+    def recorded_dropout(x, p=0.5, training=True, inplace=False):
+        y = dropout(x, p, training, inplace)
+        if training and len(masks) == len(steps):
+            masks.append((y == 0).flatten().tolist())
+        return y
+    torch.nn.utils.clip_grad_norm_, torch.nn.functional.dropout = recorded_clip, recorded_dropout
+""", """
+    batches = [scope['train_batch'](step)[0].tolist() for step in (0, 1)]
+    json.dump(dict(steps=steps, clip_norms=clip_norms, masks=masks, batches=batches), open('record.json', 'w'))
+""")
 
 
 def test_learning_rate_clipping_batches_and_dropout_of_each_step(char_workdir):
@@ -480,16 +482,11 @@ def test_compile_failure_falls_back_to_eager(char_workdir):
     assert sorted(iter_losses(p.stdout)) == [0, 1, 2]
 
 
-# train.py run in-process by runpy, then this rank's weights and first micro-batch saved: the DDP test compares the ranks
-RANK_WEIGHTS = f"""
-import os, runpy, sys
-import torch
-sys.path.insert(0, {str(ROOT)!r})
-sys.argv = [{str(ROOT / 'train.py')!r}, *sys.argv[1:]]
-scope = runpy.run_path(sys.argv[0], run_name='__main__')
-torch.save(scope['raw_model'].state_dict(), f"weights_rank{{os.environ['RANK']}}.pt")
-torch.save(scope['train_batch'](0), f"batch_rank{{os.environ['RANK']}}.pt")
-"""
+# this rank's weights and first micro-batch saved: the DDP test compares the ranks
+RANK_WEIGHTS = in_process_train('', """
+    torch.save(scope['raw_model'].state_dict(), f"weights_rank{os.environ['RANK']}.pt")
+    torch.save(scope['train_batch'](0), f"batch_rank{os.environ['RANK']}.pt")
+""")
 
 
 @pytest.mark.slow
