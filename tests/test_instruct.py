@@ -16,6 +16,7 @@ from chat_template import BOUNDARY, chat_tokenizer, conversation_starts, masked_
 from conftest import (load, make_char_dataset, make_instruct_dataset, make_sft_workdir, run_script, step_bpb,
                       step_losses, tiny_gpt, tiny_text)
 from data_io import read_meta
+import runtime
 from runtime import load_checkpoint
 from tokenizer import CharTokenizer, gpt2_tokenizer, load_tokenizer, train_bpe
 
@@ -187,3 +188,22 @@ def test_torchrun_ddp_with_accumulation_on_instructions(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert 4 in step_losses(p.stdout) and load(tmp_path / 'out-sft' / 'ckpt.pt')['model_args']['vocab_size'] == \
         read_meta(tmp_path / 'data' / 'sft')['vocab_size']
+
+
+@pytest.mark.parametrize('vocab_size, meta, grown', [
+    (65, {'base_vocab_size': 65, 'vocab_size': 71}, 71),  # the base vocabulary: grown to take the chat's tokens
+    (68, {'base_vocab_size': 65, 'vocab_size': 71}, 71),  # padded beyond it
+    (71, {'base_vocab_size': 65, 'vocab_size': 71}, None),  # grown already (an SFT model): left as it is
+    (64, {'base_vocab_size': 65, 'vocab_size': 71}, None),  # another dataset's vocabulary
+    (65, {'vocab_size': 71}, None),  # a dataset without chat tokens
+])
+def test_grow_vocab_for_grows_a_base_vocabulary_only(capsys, vocab_size, meta, grown):
+    model = tiny_gpt(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=vocab_size)
+    weight = model.lm_head.weight
+    runtime.grow_vocab_for(model, meta)
+    out = capsys.readouterr().out
+    if grown is None:
+        assert out == '' and model.lm_head.weight is weight and model.config.vocab_size == vocab_size
+    else:
+        assert out == f"growing the model's vocab_size from {vocab_size} to {grown} for the chat's special tokens\n"
+        assert model.config.vocab_size == grown and model.lm_head.weight.shape == (grown, 16)

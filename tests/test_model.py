@@ -357,6 +357,22 @@ def test_cpu_peak_doubles_in_native_bf16():
     assert runtime.peak_flops('cpu', given=5.0, dtype='bfloat16') == 5.0
 
 
+def test_cpu_peak_doubles_on_a_cpu_with_native_bf16(monkeypatch):
+    """ The doubling itself, whatever this machine's CPU: one with AVX512-BF16 or AMX, as the table's note says. """
+    monkeypatch.setattr(runtime, 'cpu_has_native_bf16', lambda: True)
+    threads = torch.get_num_threads()
+    assert runtime.peak_flops('cpu', dtype='bfloat16') == threads * 2e11
+    assert runtime.peak_flops('cpu', dtype='float32') == runtime.peak_flops('cpu', dtype='float16') == threads * 1e11
+
+
+@pytest.mark.parametrize('avx512_bf16, amx, native', [(False, False, False), (True, False, True),
+                                                      (False, True, True), (True, True, True)])
+def test_native_bf16_is_either_instruction_set(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
+    assert runtime.cpu_has_native_bf16() == native
+
+
 def test_bigram_matches_its_table():
     model = build_model(GPTConfig(model_type='bigram', vocab_size=71, block_size=32))
     idx, targets = torch.randint(0, 71, (2, 2, 32))

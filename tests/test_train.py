@@ -20,13 +20,16 @@ import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, make_dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import (ROOT, error_line, iter_losses, load, make_char_dataset, run_script, run_train, step_losses,
-                      tiny_text, tiny_train_args, to_original_nanogpt, train_in_two_halves)
+import conftest
+import runtime
+from conftest import (ROOT, all_logits, error_line, iter_losses, load, make_char_dataset, run_script, run_train,
+                      step_losses, tiny_gpt, tiny_text, tiny_train_args, to_original_nanogpt, train_in_two_halves)
 from data_io import read_meta, write_tokens
 from model import GPTConfig
 from runtime import NANOGPT_MODEL_ARGS, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -311,6 +314,19 @@ def test_original_nanogpt_checkpoint_resumes(base_run, tmp_path):
     assert sorted(iter_losses(p.stdout)) == [12, 13]
     ckpt = load(tmp_path / 'orig' / 'ckpt.pt')
     assert ckpt['iter_num'] == 14 and ckpt['model_extra']['activation'] == 'gelu_exact'
+
+
+def test_original_nanogpt_checkpoint_reads_as_ours(tmp_path):
+    """ load_checkpoint of what nanoGPT wrote: best_val_loss a float again (nanoGPT saved a tensor), the weights'
+    keys without torch.compile's prefix or the causal-mask buffers, the model the one saved (the erf GELU). """
+    model = tiny_gpt(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65, activation='gelu_exact')
+    conftest.save_checkpoint(tmp_path, model, nanogpt=True)  # best_val_loss=2.5
+    assert isinstance(load(tmp_path / 'ckpt.pt')['best_val_loss'], torch.Tensor)
+    loaded, ckpt = load_checkpoint(str(tmp_path / 'ckpt.pt'))
+    assert type(ckpt['best_val_loss']) is float and ckpt['best_val_loss'] == 2.5
+    assert set(ckpt['model']) == set(model.state_dict())
+    idx = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(all_logits(loaded.eval(), idx), all_logits(model, idx))
 
 
 def test_eval_only_evaluates_and_exits(base_run):
@@ -618,3 +634,155 @@ def test_cuda_default_on_a_cpu_machine_says_so(char_workdir, tmp_path):
     p = run_train(tmp_path, '--dtype=float32', check=False)
     assert "note: device='cuda' but torch sees no CUDA GPU here: running on the CPU" in p.stdout and recipe in p.stdout
     error_line(p, "data/openwebtext/train.bin not found")
+
+
+# -----------------------------------------------------------------------------
+# runtime's set-up and checkpoint helpers called directly: the choices this machine's hardware (no GPU, maybe no
+# native bf16) and the single-process runs above leave unexercised
+
+@pytest.mark.parametrize('cuda_bf16, cpu_bf16, expected', [
+    (True, False, {'cuda': 'bfloat16', 'cpu': 'float32', 'mps': 'float32'}),
+    (False, True, {'cuda': 'float16', 'cpu': 'bfloat16', 'mps': 'float32'}),
+])
+def test_auto_dtype_is_bf16_where_the_device_has_it(monkeypatch, cuda_bf16, cpu_bf16, expected):
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *args, **kwargs: cuda_bf16)
+    monkeypatch.setattr(runtime, 'cpu_has_native_bf16', lambda: cpu_bf16)
+    assert {device_type: runtime.resolve_dtype('auto', device_type) for device_type in expected} == expected
+    assert runtime.resolve_dtype('float16', 'cpu') == 'float16'  # a dtype named is kept as it is
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):  # the scripts' one-line error, a ValueError
+        runtime.resolve_dtype('float8', 'cpu')
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16', 'float16'])
+def test_only_fp16_scales_the_loss(dtype):
+    """ fp16 gradients underflow without loss scaling (GradScaler's initial scale, 2**16); bf16 and fp32 need none. """
+    scaler = runtime.grad_scaler(SimpleNamespace(device_type='cpu', dtype=dtype))
+    assert scaler.is_enabled() == (dtype == 'float16')
+    assert scaler.scale(torch.tensor(3.0)).item() == 3.0 * (2 ** 16 if dtype == 'float16' else 1)
+
+
+def test_checkpoint_path_is_the_newer_of_a_ckpt_pt_and_a_ckpt_dcp(tmp_path):
+    pt, dcp, old = tmp_path / 'ckpt.pt', tmp_path / 'ckpt.dcp', tmp_path / 'ckpt.dcp.old'
+    assert runtime.checkpoint_path(str(tmp_path)) == str(pt)  # none: where one would be written
+    dcp.mkdir()
+    assert runtime.checkpoint_path(str(tmp_path)) == str(pt)  # a ckpt.dcp without .metadata (written last): none yet
+    (dcp / '.metadata').write_bytes(b'')
+    assert runtime.checkpoint_path(str(tmp_path)) == str(dcp)
+    pt.write_bytes(b'')
+    os.utime(dcp / '.metadata', (1000, 1000))
+    os.utime(pt, (2000, 2000))
+    assert runtime.checkpoint_path(str(tmp_path)) == str(pt)  # a save of one kind cut off before removing the other
+    os.utime(dcp / '.metadata', (3000, 3000))
+    assert runtime.checkpoint_path(str(tmp_path)) == str(dcp)
+    pt.unlink()
+    dcp.rename(old)  # an FSDP save cut off between its two renames: the previous checkpoint is ckpt.dcp.old
+    assert runtime.checkpoint_path(str(tmp_path)) == str(old)
+
+
+def test_saving_a_ckpt_pt_removes_the_fsdp_checkpoint_it_replaces(tmp_path):
+    """ A run without FSDP that resumed an FSDP run's ckpt.dcp (or its ckpt.dcp.old) leaves only its newer ckpt.pt. """
+    for name in ('ckpt.dcp', 'ckpt.dcp.old'):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / '.metadata').write_bytes(b'')
+    save_checkpoint({'iter_num': 3}, str(tmp_path))
+    assert os.listdir(tmp_path) == ['ckpt.pt'] and load(tmp_path / 'ckpt.pt') == {'iter_num': 3}
+    assert runtime.checkpoint_path(str(tmp_path)) == str(tmp_path / 'ckpt.pt')
+
+
+def test_optimizer_state_by_name_is_torchs_state_of_each_parameter():
+    """ The optimizer state keyed by parameter name (FSDP's checkpoints) holds each parameter's own moments, and keyed
+    by index again it is optimizer.state_dict() as torch gives it. """
+    model = tiny_gpt(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65, bias=True)
+    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), 'cpu', verbose=False)
+    x = torch.randint(0, 65, (2, 16), generator=torch.Generator().manual_seed(0))
+    model.train()
+    model(x, x)[1].backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    by_name = runtime.optimizer_state_by_name(state, model, optimizer)
+    params = dict(model.named_parameters())
+    assert sorted(by_name['state']) == sorted(params)
+    for name, p in params.items():
+        assert torch.equal(by_name['state'][name]['exp_avg'], optimizer.state[p]['exp_avg']), name
+    assert [[params[n] for n in g['params']] for g in by_name['param_groups']] == \
+           [g['params'] for g in optimizer.param_groups]
+    back = runtime.optimizer_state_by_index(by_name)
+    assert back['param_groups'] == state['param_groups'] and sorted(back['state']) == sorted(state['state'])
+    for i, s in state['state'].items():
+        assert all(torch.equal(back['state'][i][k], v) for k, v in s.items()), i
+
+
+def test_model_state_bytes_counts_four_copies_of_what_trains_and_one_of_what_is_frozen():
+    from model import apply_lora
+    model = tiny_gpt(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=65)
+    n = sum(p.numel() for p in model.parameters())
+    assert runtime.model_state_bytes(model) == (16 * n, 16 * n, 4 * n)  # fp32 weight, gradient, exp_avg, exp_avg_sq
+    apply_lora(model, rank=4, alpha=8)  # the base frozen: its weights alone
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert trained and frozen
+    assert runtime.model_state_bytes(model) == (16 * trained + 4 * frozen,) * 2 + (4 * trained,)
+
+
+@pytest.mark.parametrize('raise_, returncode, stderr', [
+    ("raise ValueError('bad setting x=1\\nmore detail')", 1, 'error: bad setting x=1\n'),
+    ("raise OSError()", 1, 'error: OSError\n'),
+    ("raise KeyboardInterrupt", -signal.SIGINT, 'stopped (Ctrl-C)\n'),
+])
+def test_an_error_at_the_top_is_one_line(raise_, returncode, stderr):
+    """ errors_as_one_line: a ValueError or OSError prints its first line (its type where it has no message) and exits 1;
+    Ctrl-C says so, and the process ends as killed by SIGINT, as Python's own handling ends it. """
+    p = subprocess.run([sys.executable, '-c', f"import runtime\nruntime.errors_as_one_line()\n{raise_}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert (p.returncode, p.stderr) == (returncode, stderr)
+
+
+@pytest.mark.skipif(not os.path.isdir('/sys/kernel'), reason='needs Linux sysfs')
+def test_an_unwritable_out_dir_is_found_before_training():
+    """ ensure_writable: a folder that exists but can't take a file is refused at once. sysfs is such a folder for
+    every user, root included (where a chmod'ed one would not be). """
+    with pytest.raises(OSError, match=r"^cannot write to out_dir '/sys/kernel' \(.+\): choose another one with --out_dir="):
+        runtime.ensure_writable('/sys/kernel')
+
+
+def test_setup_seeds_and_picks_the_autocast(monkeypatch):
+    monkeypatch.setattr(runtime, 'cpu_has_native_bf16', lambda: False)
+    try:
+        rt = runtime.setup('cpu', 'auto', seed=5)
+        assert (rt.device, rt.device_type, rt.dtype, rt.ptdtype) == ('cpu', 'cpu', 'float32', torch.float32)
+        drawn = torch.rand(4)
+        assert torch.equal(drawn, torch.rand(4, generator=torch.Generator().manual_seed(5)))  # seeded as torch seeds
+        with rt.ctx:
+            assert not torch.is_autocast_enabled('cpu')  # fp32: no autocast
+        rt = runtime.setup('cpu', 'bfloat16')
+        with rt.ctx:
+            assert torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16
+    finally:
+        torch.set_flush_denormal(False)  # setup's, process-wide: the other tests' default
+
+
+def test_dataset_dir_names_a_dataset_out_of_sight(tmp_path, monkeypatch, capsys):
+    """ The tokenizer's folder: data/<dataset> of the checkpoint's run; out of sight, None with a note (GPT-2's BPE
+    assumed) or, strict (export.py), a FileNotFoundError; a Hugging Face folder with its own tokenizer files. """
+    monkeypatch.chdir(tmp_path)
+    checkpoint = {'config': {'dataset': 'shakes'}}
+    assert runtime.dataset_dir(checkpoint) is None
+    assert "note: the model was trained on data/shakes, which is not in the current directory" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match=r"the model was trained on data/shakes, .*run from the folder that holds it"):
+        runtime.dataset_dir(checkpoint, strict=True)
+    (tmp_path / 'data' / 'shakes').mkdir(parents=True)
+    assert runtime.dataset_dir(checkpoint, strict=True) == os.path.join('data', 'shakes')
+    assert runtime.dataset_dir({'config': {}}) is None and runtime.dataset_dir(None) is None  # OpenAI's GPT-2
+    (tmp_path / 'hf').mkdir()
+    assert runtime.dataset_dir(None, str(tmp_path / 'hf')) is None  # no tokenizer files: GPT-2's BPE
+    (tmp_path / 'hf' / 'meta.pkl').write_bytes(b'')
+    assert runtime.dataset_dir(None, str(tmp_path / 'hf')) == str(tmp_path / 'hf')
+
+
+def test_a_checkpoint_loads_with_another_dropout(tmp_path):
+    """ dropout may change between runs (a finetune of another run's model): the loaded model takes the new one. """
+    conftest.save_checkpoint(tmp_path, tiny_gpt(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=65,
+                                                dropout=0.0))
+    assert load_checkpoint(str(tmp_path / 'ckpt.pt'))[0].config.dropout == 0.0
+    model = load_checkpoint(str(tmp_path / 'ckpt.pt'), dropout=0.25)[0]
+    assert model.config.dropout == 0.25 and model.transformer.drop.p == 0.25
