@@ -10,10 +10,13 @@ the speeds; compiled too)."""
 import json
 import math
 import re
+import runpy
+import sys
 
 import numpy as np
 import pytest
-from conftest import error_line, run_script
+import model as model_py
+from conftest import ROOT, error_line, run_script
 from data_io import read_meta
 from model import GPT, GPTConfig
 
@@ -235,3 +238,37 @@ def test_train_mode_each_iteration_mfu_follows_from_its_time(tmp_path):
     for ms, mfu in lines:  # the time printed to 2 decimals, the MFU to 2: bound it by both roundings
         lo, hi = (flops_per_token * 2 * 16 / ((float(ms) + d) / 1000) / 1e10 * 100 for d in (0.005, -0.005))
         assert lo - 0.005 <= float(mfu) <= hi + 0.005, (ms, mfu)
+
+
+def test_train_mode_summary_is_the_mean_of_the_timed_iterations(tmp_path):
+    """ The summary's ms/iter averages the timed iterations only: the sum of their printed times over their number
+    (the burn-in iterations, printed before them, are not part of it). """
+    p = run_script('bench.py', *ARGS, '--real_data=False', '--vocab_size=128', '--burnin_iters=4', '--timed_iters=2',
+                   cwd=tmp_path)
+    timed = [float(t) for t in re.findall(r"^timed iter \d: loss [\d.]+, time ([\d.]+)ms", p.stdout, re.M)]
+    assert len(timed) == 2
+    ms, _, _ = summary(p.stdout)
+    # the burn-in's 4 iterations counted in would make it about 3 times as much; the margin is for a descheduled
+    # process between the last iteration's time and the summary's
+    assert math.isclose(ms, sum(timed) / 2, rel_tol=0.5), (ms, timed)
+
+
+def test_generate_mode_names_the_first_new_token_that_differs(tmp_path, monkeypatch, capsys):
+    """ Where the two paths part ways (bf16 near ties), the line counts the new tokens from 0, after the prompt:
+    here the recomputing path's 4th new token is made another, so new token 3 differs. """
+    generate = model_py.LanguageModel.generate
+
+    def changed(self, idx, max_new_tokens, *args, use_kv_cache=True, **kwargs):
+        y = generate(self, idx, max_new_tokens, *args, use_kv_cache=use_kv_cache, **kwargs)
+        if not use_kv_cache:
+            y[0, 8 + 3] = (y[0, 8 + 3] + 1) % 64
+        return y
+    monkeypatch.setattr(model_py.LanguageModel, 'generate', changed)
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # bench.py sets its own
+    monkeypatch.setattr(sys, 'argv', ['bench.py', *ARGS, '--mode=generate', '--vocab_size=64', '--prompt_len=8',
+                                      '--gen_tokens=30'])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / 'bench.py'), run_name='__main__')
+    assert e.value.code == 0
+    assert "greedy tokens with and without the cache: DIFFERENT, first at new token 3\n" in capsys.readouterr().out

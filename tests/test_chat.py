@@ -405,3 +405,22 @@ def test_the_system_message_opens_the_prompt_and_the_interactive_chat(sft_workdi
     assert p.stdout.splitlines()[-1] == expected
     p = run_script('chat.py', *args, cwd=sft_workdir, input='spell the\n')
     assert [line.split('assistant: ', 1)[1] for line in p.stdout.splitlines() if 'assistant: ' in line] == [expected]
+
+
+def test_temperature_reaches_the_sampler(sft_workdir):
+    """ --temperature divides the logits: near 0 every draw is the argmax, so --top_k=0 (all tokens) gives the greedy
+    reply of an in-process Chat; at 1.0 a random model's reply of 10 tokens drawn from all of them is another. """
+    chat, _, tok = chat_of(sft_workdir)
+    greedy = tok.decode(list(chat.reply('spell the', 10, top_k=1)))
+    args = ['--out_dir=out-sft', '--prompt=spell the', '--top_k=0', '--max_new_tokens=10', '--device=cpu',
+            '--dtype=float32']
+    replies = [run_script('chat.py', *args, f'--temperature={t}', cwd=sft_workdir).stdout.splitlines()[-1]
+               for t in ('1e-4', '1.0')]
+    assert replies[0] == greedy and replies[1] != greedy
+
+
+@pytest.mark.parametrize('text', ['[]', '\n \n'])  # an empty JSON list, blank lines: text, but no record
+def test_an_eval_file_without_records_is_one_line(sft_workdir, text):
+    (sft_workdir / 'q.jsonl').write_text(text)
+    p = run_script('chat.py', '--out_dir=out-sft', '--eval_file=q.jsonl', '--device=cpu', cwd=sft_workdir, check=False)
+    error_line(p, 'q.jsonl has no records')

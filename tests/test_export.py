@@ -10,9 +10,10 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, all_logits, error_line, perturb_adapters, run_script, save_checkpoint
+from conftest import ROOT, all_logits, error_line, make_char_dataset, perturb_adapters, run_script, save_checkpoint
 from transformers import GPT2LMHeadModel
 
+from data_io import read_meta
 from model import GPT, GPTConfig, LORA_TARGETS, Bigram, apply_lora
 
 TOL = 1e-4
@@ -53,6 +54,7 @@ def export_and_compare(tmp_path, model):
     (dict(bias=False), 'gelu_new'),  # zero biases in HF
     (dict(activation='relu', dropout=0.1), 'relu'),
     (dict(vocab_size=50304), 'gelu_new'),  # GPT-2 BPE padded to a multiple of 64
+    (dict(vocab_size=50256), 'gelu_new'),  # one short of GPT-2's: id 50256 (<|endoftext|>) is no token of it
 ])
 def test_export_matches_logits(tmp_path, kw, activation_function):
     model = random_gpt(**kw)
@@ -169,3 +171,32 @@ def test_export_errors(tmp_path):
     p = run_script('export.py', '--out_dir=out', '--to=hf', cwd=tmp_path, check=False)
     error_line(p, 'cannot export a bigram model')
     assert sorted(os.listdir(tmp_path)) == ['out']
+
+
+@pytest.mark.parametrize('extra', [0, 1])
+def test_export_writes_the_dataset_tokenizer_when_it_fits(tmp_path, extra):
+    """ The run's character dataset is here: a model of its vocabulary gets its tokenizer (AutoTokenizer encodes as
+    meta.pkl's stoi) and meta.pkl beside it; one whose vocab_size doesn't fit (the dataset prepared again since, say)
+    is still exported, with a note saying why no tokenizer is there. """
+    from transformers import AutoTokenizer
+    meta = read_meta(make_char_dataset(tmp_path / 'data' / 'tiny_char'))
+    save_checkpoint(tmp_path / 'out', random_gpt(vocab_size=meta['vocab_size'] + extra), 'tiny_char')
+    p = run_script('export.py', '--out_dir=out', '--to=hf', cwd=tmp_path)
+    files = os.listdir(tmp_path / 'hf')
+    assert GPT2LMHeadModel.from_pretrained(tmp_path / 'hf').config.vocab_size == meta['vocab_size'] + extra
+    if extra:
+        assert f"note: no tokenizer written beside the model (the model's vocab_size is {meta['vocab_size'] + 1}" in p.stdout
+        assert 'tokenizer.json' not in files and 'meta.pkl' not in files
+    else:
+        assert 'note:' not in p.stdout and 'meta.pkl' in files
+        text = 'ROMEO:\nthe king!'
+        assert AutoTokenizer.from_pretrained(tmp_path / 'hf')(text)['input_ids'] == [meta['stoi'][c] for c in text]
+
+
+def test_export_to_a_file_is_refused(tmp_path):
+    """ --to naming a file (not a folder) is one clear error before anything is written, and the file is kept. """
+    save_checkpoint(tmp_path / 'out', random_gpt())
+    (tmp_path / 'hf').write_text('precious')
+    p = run_script('export.py', '--out_dir=out', '--to=hf', '--force=True', cwd=tmp_path, check=False)
+    error_line(p, 'hf exists and is not a directory: pass another --to')
+    assert (tmp_path / 'hf').read_text() == 'precious' and sorted(os.listdir(tmp_path)) == ['hf', 'out']

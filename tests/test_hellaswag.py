@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 import hellaswag
-from conftest import ROOT, run_script, tiny_text, write_jsonl
+from conftest import ROOT, error_line, make_char_dataset, run_script, save_checkpoint, tiny_gpt, tiny_text, write_jsonl
 from data_io import write_tokens
 from model import GPT, GPTConfig
 from tokenizer import CharTokenizer
@@ -267,3 +267,30 @@ def test_script_scores_the_first_max_items(tmp_path, hf_gpt2_dir, models, gpt2):
                    '--dtype=float32', '--max_items=3', cwd=tmp_path)
     assert scores(p.stdout) == [('3', f"{acc:.4f}", f"{acc_norm:.4f}")]
     assert 'longer than block_size' not in p.stdout
+
+
+def test_script_refuses_a_checkpoint_of_another_tokenizer_with_gpt2s_vocab_size(tmp_path, gpt2):
+    """ A train.py checkpoint whose dataset is character-level but whose vocab_size is as large as GPT-2's: the
+    script reads the run's dataset's tokenizer and refuses it, naming it, rather than scoring GPT-2 ids through it. """
+    make_char_dataset(tmp_path / 'data' / 'tiny_char')
+    save_checkpoint(tmp_path / 'out', tiny_gpt(vocab_size=V, block_size=64, n_layer=1, n_head=1, n_embd=8), 'tiny_char')
+    path = write_jsonl(tmp_path / 'val.jsonl', made_up_items()[:2])
+    p = run_script('eval_hellaswag.py', '--init_from=resume', '--out_dir=out', f'--data_file={path}', '--device=cpu',
+                   '--dtype=float32', cwd=tmp_path, check=False)
+    error_line(p, "the model reads characters, data/tiny_char/meta.pkl tokens; HellaSwag is scored in GPT-2's BPE")
+
+
+def test_script_notes_exactly_the_items_it_crops(tmp_path, hf_gpt2_dir, gpt2):
+    """ A row (context + ending) of block_size + 1 tokens fits whole (the model reads all but its last token); one
+    token more and its context is cropped: the note counts that item only. """
+    def item_of(n_tokens):  # ITEM's endings after a context of 'The the the ...', n_tokens in its longest row
+        for k in range(100):
+            raw = dict(ITEM, ctx='The' + ' the' * k)
+            (ctx, endings, _), = hellaswag.tokenize_items([raw], gpt2)
+            if len(ctx) + max(map(len, endings)) == n_tokens:
+                return raw
+        raise AssertionError(n_tokens)
+    path = write_jsonl(tmp_path / 'val.jsonl', [item_of(65), item_of(66)])  # hf_gpt2_dir's block_size is 64
+    p = run_script('eval_hellaswag.py', f'--init_from={hf_gpt2_dir}', f'--data_file={path}', '--device=cpu',
+                   '--dtype=float32', cwd=tmp_path)
+    assert 'note: 1 items are longer than block_size=64' in p.stdout and len(scores(p.stdout)) == 1

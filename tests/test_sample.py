@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import model as model_py
+import runtime
 from conftest import ROOT, closed_port_url, error_line, load, make_char_dataset, perturb_adapters, run_script, save_checkpoint, tiny_text
 from data_io import load_meta, write_tokens
 from model import GPT, GPTConfig, apply_lora, build_model
@@ -414,4 +415,21 @@ def test_use_kv_cache_false_recomputes(workdir, monkeypatch, capsys):
     expected = ''.join(''.join(meta['itos'][i] for i in generate(models['char'], x, 10, temperature=0.8, top_k=200,
                                                                  use_kv_cache=False)[0].tolist()) + SEP
                        for _ in range(2))
+    assert capsys.readouterr().out.endswith(expected)
+
+
+def test_a_compile_warm_up_does_not_change_the_samples(workdir, monkeypatch, capsys):
+    """ --compile=True warms the model up with a generate() of its own, which draws random numbers: the samples are
+    seeded after it, so they are those of the seed, as without compiling. The compiler itself is left out here
+    (compile_in_place only runs the warm-up), for a fast test of the order. """
+    wd, meta, models = workdir
+    monkeypatch.setattr(runtime, 'compile_in_place', lambda model, warm_up: warm_up() or True)
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # sample.py sets its own
+    monkeypatch.setattr(sys, 'argv', ['sample.py', '--out_dir=out_char', '--device=cpu', '--dtype=float32',
+                                      '--num_samples=2', '--max_new_tokens=20', '--start=ab', '--seed=5',
+                                      '--compile=True'])
+    monkeypatch.chdir(wd)
+    runpy.run_path(str(ROOT / 'sample.py'), run_name='__main__')
+    decode = lambda ids: ''.join(meta['itos'][i] for i in ids)
+    expected = reference(models['char'], [meta['stoi'][c] for c in 'ab'], decode, 5, 2, 20, 0.8, 200)
     assert capsys.readouterr().out.endswith(expected)
