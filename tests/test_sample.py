@@ -39,13 +39,22 @@ def without_lines(text, *prefixes):
     return text
 
 
-def reference(model, start_ids, decode, seed, num_samples, max_new_tokens, temperature=1.0, top_k=None):
+def sample_in_process(monkeypatch, cwd, *args):
+    """ sample.py run in this process (runpy), on the CPU in float32, so that a test can patch what it calls. """
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # sample.py sets its own
+    monkeypatch.setattr(sys, 'argv', ['sample.py', '--device=cpu', '--dtype=float32', *args])
+    monkeypatch.chdir(cwd)
+    runpy.run_path(str(ROOT / 'sample.py'), run_name='__main__')
+
+
+def reference(model, start_ids, decode, seed, num_samples, max_new_tokens, temperature=1.0, top_k=None,
+              use_kv_cache=True):
     """ What sample.py must print, computed in this process. """
     torch.manual_seed(seed)
     x = torch.tensor([start_ids], dtype=torch.long)
     out = ''
     for _ in range(num_samples):
-        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, use_kv_cache=use_kv_cache)
         out += decode(y[0].tolist()) + SEP
     return out
 
@@ -362,11 +371,7 @@ def test_samples_stream_as_they_are_generated(workdir, monkeypatch, capsys):
         return generate(self, idx, max_new_tokens, *args, callback=check, **kwargs)
 
     monkeypatch.setattr(model_py.LanguageModel, 'generate', watched)
-    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # sample.py sets its own
-    monkeypatch.setattr(sys, 'argv', ['sample.py', '--out_dir=out_char', '--device=cpu', '--dtype=float32',
-                                      '--num_samples=2', '--max_new_tokens=20', '--start=ab'])
-    monkeypatch.chdir(wd)
-    runpy.run_path(str(ROOT / 'sample.py'), run_name='__main__')
+    sample_in_process(monkeypatch, wd, '--out_dir=out_char', '--num_samples=2', '--max_new_tokens=20', '--start=ab')
     assert len(checks) == 40 and all(checks)
     assert (''.join(printed) + capsys.readouterr().out).endswith(SEP)
 
@@ -403,18 +408,12 @@ def test_use_kv_cache_false_recomputes(workdir, monkeypatch, capsys):
         asked.append(kwargs.get('use_kv_cache', True))
         return generate(self, *args, **kwargs)
     monkeypatch.setattr(model_py.LanguageModel, 'generate', spy)
-    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # sample.py sets its own
-    monkeypatch.setattr(sys, 'argv', ['sample.py', '--out_dir=out_char', '--device=cpu', '--dtype=float32',
-                                      '--num_samples=2', '--max_new_tokens=10', '--start=ab', '--seed=4',
-                                      '--use_kv_cache=False'])
-    monkeypatch.chdir(wd)
-    runpy.run_path(str(ROOT / 'sample.py'), run_name='__main__')
+    sample_in_process(monkeypatch, wd, '--out_dir=out_char', '--num_samples=2', '--max_new_tokens=10', '--start=ab',
+                      '--seed=4', '--use_kv_cache=False')
     assert asked == [False, False]
-    torch.manual_seed(4)
-    x = torch.tensor([[meta['stoi'][c] for c in 'ab']])
-    expected = ''.join(''.join(meta['itos'][i] for i in generate(models['char'], x, 10, temperature=0.8, top_k=200,
-                                                                 use_kv_cache=False)[0].tolist()) + SEP
-                       for _ in range(2))
+    decode = lambda ids: ''.join(meta['itos'][i] for i in ids)
+    expected = reference(models['char'], [meta['stoi'][c] for c in 'ab'], decode, 4, 2, 10, 0.8, 200,
+                         use_kv_cache=False)
     assert capsys.readouterr().out.endswith(expected)
 
 
@@ -424,12 +423,8 @@ def test_a_compile_warm_up_does_not_change_the_samples(workdir, monkeypatch, cap
     (compile_in_place only runs the warm-up), for a fast test of the order. """
     wd, meta, models = workdir
     monkeypatch.setattr(runtime, 'compile_in_place', lambda model, warm_up: warm_up() or True)
-    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # sample.py sets its own
-    monkeypatch.setattr(sys, 'argv', ['sample.py', '--out_dir=out_char', '--device=cpu', '--dtype=float32',
-                                      '--num_samples=2', '--max_new_tokens=20', '--start=ab', '--seed=5',
-                                      '--compile=True'])
-    monkeypatch.chdir(wd)
-    runpy.run_path(str(ROOT / 'sample.py'), run_name='__main__')
+    sample_in_process(monkeypatch, wd, '--out_dir=out_char', '--num_samples=2', '--max_new_tokens=20', '--start=ab',
+                      '--seed=5', '--compile=True')
     decode = lambda ids: ''.join(meta['itos'][i] for i in ids)
     expected = reference(models['char'], [meta['stoi'][c] for c in 'ab'], decode, 5, 2, 20, 0.8, 200)
     assert capsys.readouterr().out.endswith(expected)
