@@ -1,7 +1,8 @@
 """bench.py guards: the training benchmark on real and random data (its loss is the model's loss, its summary's
-tokens/s and MFU follow from its ms/iter), the profiler trace, the eager-vs-compiled benchmark (both start from
+tokens/s and MFU follow from its ms/iter, which averages the timed iterations; each iteration's MFU follows from
+its time), the profiler trace, the eager-vs-compiled benchmark (both start from
 the same weights: same first loss; the speedup printed is the ratio of the times) and the generation benchmark (KV
-cache and full recompute give the same greedy tokens; the ratio printed is the ratio of the rates; the
+cache and full recompute give the same greedy tokens, or the first new token that differs is named; the ratio printed is the ratio of the rates; the
 weight-streaming floor counts the model's weight bytes and feeds each matrix the dtype a decode step does, the KV
 cache line the keys and values read, in autocast's dtype, and the decode line's share is the ratio of the two
 times; with --quantize=int8 the int8 model too, timed in rounds alternating with the fp32 one, and the ratio of

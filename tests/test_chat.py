@@ -4,7 +4,8 @@ conversation's start; --prompt answers once (the greedy reply of an in-process C
 driven through stdin, answers each line and ends at EOF; a message the tokenizer can't encode (a special token's
 name on a character vocabulary) is refused in one line and the chat goes on; Ctrl-C stops a reply and the chat goes
 on, and where it lands inside a forward the cache stays in step with the conversation; in an --eval_file run it stops
-the run; --eval_file scores exact match, a record's system message taken by its role even when empty (no system block,
+the run; --system opens --prompt's and the interactive chat's
+conversation; --temperature reaches the sampler; --eval_file scores exact match per task and shows the misses, a record's system message taken by its role even when empty (no system block,
 as in training), and a bad record stops it in one line naming the file and the record; a checkpoint without a chat
 template, an unknown --quantize, --system with --eval_file, a bigram model or a system message over half the context
 is a one-line error; whatever is cropped, the model sees at most block_size tokens ending with the current turn;

@@ -1,6 +1,7 @@
 """export.py: a train.py checkpoint (plain, bias=False, LoRA, relu, or the original nanoGPT's) becomes a
 Hugging Face GPT-2 directory whose logits, in transformers and back through GPT.from_pretrained, match the
-checkpoint's model; bad input fails with a clear error and never overwrites a model by accident."""
+checkpoint's model; the dataset's tokenizer is written beside it when it fits the model, with a note when not;
+bad input fails with a clear error and never overwrites a model by accident."""
 
 import json
 import os

@@ -2,8 +2,9 @@
 computation of the same definition with Hugging Face's GPT2LMHeadModel on the same weights (one
 unpadded row at a time), also for contexts and endings longer than the model's block_size (cropped
 from the left); ties go to the lowest index; rank-sharded counts add up to the whole; the script's
-printed line matches the reference; endings are scored with their leading space; a special token's name in an item is text; bad data and unusable models fail
-with one clear line."""
+printed line matches the reference; endings are scored with their leading space; a special token's name in an item is text; --max_items scores the first
+items; the note counts exactly the items cropped; bad data and unusable models (another tokenizer's) fail with one
+clear line."""
 
 import json
 import os

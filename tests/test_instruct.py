@@ -1,5 +1,6 @@
 """Instruction tuning: the chat template's mask is 1 exactly on the assistant's replies and their end token (with
-characters, a trained BPE and GPT-2's BPE); GPT.grow_vocab keeps the old logits and starts new rows at the mean;
+characters, a trained BPE and GPT-2's BPE); GPT.grow_vocab keeps the old logits and starts new rows at the mean, and
+runtime.grow_vocab_for grows a base model's vocabulary only;
 train.py's val loss on an instruction dataset equals a hand-computed masked cross-entropy (after growing a base
 model's vocabulary), changing a masked target changes nothing, and rows never run from one conversation into
 the next without the boundary token, and a row is trained on where one of its targets is a reply; finetuning works from a local Hugging Face GPT-2 (GPT-2's BPE, grown

@@ -1,6 +1,6 @@
 """model.py: parity with Hugging Face GPT-2, SDPA vs manual attention, KV-cache generation vs the
 full-recompute reference (one cache per generation, never reallocated; a callback per new token; top_k=1
-is the argmax; sampling draws from softmax(logits / temperature), over the top_k largest alone), model surgery, parameter counts, and the errors bad input gets."""
+is the argmax; sampling draws from softmax(logits / temperature), over the top_k largest alone), model surgery, parameter counts, the CPU's peak FLOPs (doubled with native bf16), and the errors bad input gets."""
 
 import math
 import re

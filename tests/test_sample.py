@@ -1,6 +1,6 @@
 """sample.py guards: checkpoints (ours and the original nanoGPT's), GPT-2 from a local HF directory,
 char-level (meta.pkl) and GPT-2 BPE tokenization (without a meta.pkl, or with one adding special tokens),
-string and FILE: prompts, seeding, int8 weights, and one clear error per bad input. Each sample printed must
+string and FILE: prompts, seeding (after a compile's warm-up), --use_kv_cache=False, int8 weights, and one clear error per bad input. Each sample printed must
 equal the decoded output of model.generate run here, with the same seed, on the same weights; it is streamed as
 its tokens come, and the streamed text is that text."""
 

@@ -6,7 +6,9 @@ settings that would change the run's meaning; the checkpoint layout (and the ori
 GPT-2 or another run's out_dir, eval_only, gradient accumulation, the bigram and relu models, LoRA and
 gradient checkpointing work; every bad input stops with a one-line error, and a failed checkpoint write
 keeps the previous checkpoint; a run that saves nothing says why; wandb offline, torch.compile and
-torchrun (gloo) DDP runs work."""
+torchrun (gloo) DDP runs work. runtime.py's helpers called directly: the dtype, bf16 and loss-scaling choices
+for hardware this machine lacks, setup's seed and autocast, which checkpoint (ckpt.pt or ckpt.dcp) is the
+newest, optimizer state by name, model state bytes, one-line errors, dataset_dir."""
 
 import json
 import math
