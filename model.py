@@ -177,9 +177,10 @@ def sample_next(logits, temperature=1.0, top_k=None):
     if top_k == 1:  # greedy: the argmax, without a random draw over the vocabulary; a tie goes to the lowest id
         return torch.argmax(logits, dim=-1, keepdim=True)
     # in fp32, from the largest logit down: a small temperature takes fp16 logits past fp16's 65504, or any past fp32's
-    # range (inf, then NaN probabilities); the softmax is the same
+    # range (inf, then NaN probabilities); the softmax is the same. A temperature below fp32's smallest normal number
+    # would be a denormal, which the scripts' CPUs flush to 0 (runtime.setup), and 0 / 0 is NaN: it takes that number
     logits = logits.float()
-    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / max(temperature, torch.finfo(torch.float32).tiny)
     if top_k is not None:  # crop the logits to only the top k options
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits[logits < v[:, [-1]]] = -float('Inf')

@@ -47,6 +47,15 @@ def users_files_untouched():
     assert _user_files() == before, "a test wrote into the repo's data/ or out* folders"
 
 
+@pytest.fixture(autouse=True)
+def denormals_kept():
+    """ runtime.setup flushes denormal numbers to zero process-wide, on a CPU, and some tests run a script in this
+    process: each test starts with torch's default again. """
+    yield
+    import torch
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope='session')
 def gpt2():
     """ tiktoken's GPT-2 BPE, or a skip saying why it can't be loaded (no network, no TIKTOKEN_CACHE_DIR). """

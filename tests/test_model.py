@@ -184,11 +184,14 @@ def test_top_k_one_is_the_argmax_without_a_random_draw():
 
 def test_small_temperature_samples_without_overflow():
     """ fp16 logits of a trained model over a near-greedy temperature exceed fp16's range, and any logits over a
-    tiny enough one exceed fp32's: the sample is the argmax, instead of inf logits and a crash in torch.multinomial. """
+    tiny enough one exceed fp32's: the sample is the argmax, instead of inf logits and a crash in torch.multinomial;
+    also with denormal numbers flushed to zero, as the scripts run on a CPU (1e-40 is one in fp32). """
     logits = torch.tensor([[60.0, 66.0, 10.0], [66.0, 10.0, 60.0]], dtype=torch.float16)
-    for dtype, temperature in ((torch.float16, 1e-3), (torch.float32, 1e-40)):
-        for top_k in (None, 2):
-            assert sample_next(logits.to(dtype), temperature, top_k).flatten().tolist() == [1, 0]
+    for flush_denormal in (False, True):
+        torch.set_flush_denormal(flush_denormal)
+        for dtype, temperature in ((torch.float16, 1e-3), (torch.float32, 1e-40)):
+            for top_k in (None, 2):
+                assert sample_next(logits.to(dtype), temperature, top_k).flatten().tolist() == [1, 0]
     # the same distribution as softmax(logits / temperature), and with top_k the softmax over the k largest alone
     logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(0)) * 3
     torch.manual_seed(1)

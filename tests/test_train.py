@@ -749,18 +749,15 @@ def test_an_unwritable_out_dir_is_found_before_training():
 
 def test_setup_seeds_and_picks_the_autocast(monkeypatch):
     monkeypatch.setattr(runtime, 'cpu_has_native_bf16', lambda: False)
-    try:
-        rt = runtime.setup('cpu', 'auto', seed=5)
-        assert (rt.device, rt.device_type, rt.dtype, rt.ptdtype) == ('cpu', 'cpu', 'float32', torch.float32)
-        drawn = torch.rand(4)
-        assert torch.equal(drawn, torch.rand(4, generator=torch.Generator().manual_seed(5)))  # seeded as torch seeds
-        with rt.ctx:
-            assert not torch.is_autocast_enabled('cpu')  # fp32: no autocast
-        rt = runtime.setup('cpu', 'bfloat16')
-        with rt.ctx:
-            assert torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16
-    finally:
-        torch.set_flush_denormal(False)  # setup's, process-wide: the other tests' default
+    rt = runtime.setup('cpu', 'auto', seed=5)
+    assert (rt.device, rt.device_type, rt.dtype, rt.ptdtype) == ('cpu', 'cpu', 'float32', torch.float32)
+    drawn = torch.rand(4)
+    assert torch.equal(drawn, torch.rand(4, generator=torch.Generator().manual_seed(5)))  # seeded as torch seeds
+    with rt.ctx:
+        assert not torch.is_autocast_enabled('cpu')  # fp32: no autocast
+    rt = runtime.setup('cpu', 'bfloat16')
+    with rt.ctx:
+        assert torch.is_autocast_enabled('cpu') and torch.get_autocast_dtype('cpu') == torch.bfloat16
 
 
 def test_dataset_dir_names_a_dataset_out_of_sight(tmp_path, monkeypatch, capsys):
