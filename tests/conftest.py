@@ -207,6 +207,16 @@ def load(path):
 # -----------------------------------------------------------------------------
 # running the scripts
 
+def run_in_process(monkeypatch, script, cwd, *args):
+    """ A script run in this process (runpy) from cwd, so that a test can patch what it calls; the exception hook
+    the scripts install and the working directory are put back after the test. """
+    import runpy
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)
+    monkeypatch.setattr(sys, 'argv', [script, *args])
+    monkeypatch.chdir(cwd)
+    runpy.run_path(str(ROOT / script), run_name='__main__')
+
+
 def run_script(script, *args, cwd=None, check=True, env=None, timeout=600, **popen):
     """ Run one of the repo's scripts the way a user does; returns the CompletedProcess. """
     cmd = [sys.executable, str(ROOT / script), *map(str, args)]

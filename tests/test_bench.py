@@ -11,13 +11,11 @@ the speeds; compiled too)."""
 import json
 import math
 import re
-import runpy
-import sys
 
 import numpy as np
 import pytest
 import model as model_py
-from conftest import ROOT, error_line, run_script
+from conftest import error_line, run_in_process, run_script
 from data_io import read_meta
 from model import GPT, GPTConfig
 
@@ -265,11 +263,8 @@ def test_generate_mode_names_the_first_new_token_that_differs(tmp_path, monkeypa
             y[0, 8 + 3] = (y[0, 8 + 3] + 1) % 64
         return y
     monkeypatch.setattr(model_py.LanguageModel, 'generate', changed)
-    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # bench.py sets its own
-    monkeypatch.setattr(sys, 'argv', ['bench.py', *ARGS, '--mode=generate', '--vocab_size=64', '--prompt_len=8',
-                                      '--gen_tokens=30'])
-    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
-        runpy.run_path(str(ROOT / 'bench.py'), run_name='__main__')
+        run_in_process(monkeypatch, 'bench.py', tmp_path, *ARGS, '--mode=generate', '--vocab_size=64',
+                       '--prompt_len=8', '--gen_tokens=30')
     assert e.value.code == 0
     assert "greedy tokens with and without the cache: DIFFERENT, first at new token 3\n" in capsys.readouterr().out

@@ -6,12 +6,11 @@ bad input fails with a clear error and never overwrites a model by accident."""
 import json
 import os
 import resource
-import runpy
-import sys
 
 import pytest
 import torch
-from conftest import ROOT, all_logits, error_line, make_char_dataset, perturb_adapters, run_script, save_checkpoint
+from conftest import (all_logits, error_line, make_char_dataset, perturb_adapters, run_in_process, run_script,
+                      save_checkpoint)
 from transformers import GPT2LMHeadModel
 
 from data_io import read_meta
@@ -136,9 +135,7 @@ def test_export_reaches_the_disk_before_it_takes_the_name(tmp_path, monkeypatch)
         real_rename(a, b)
     monkeypatch.setattr(os, 'fsync', fsync)
     monkeypatch.setattr(os, 'rename', rename)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, 'argv', ['export.py', '--out_dir=out', '--to=hf', '--force=True'])
-    runpy.run_path(str(ROOT / 'export.py'), run_name='__main__')
+    run_in_process(monkeypatch, 'export.py', tmp_path, '--out_dir=out', '--to=hf', '--force=True')
     hf = os.path.realpath(tmp_path / 'hf')
     into_place = next(i for i, e in enumerate(events) if e[0] == 'rename' and e[2] == hf)
     tmp = events[into_place][1]

@@ -6,7 +6,6 @@ its tokens come, and the streamed text is that text."""
 
 import copy
 import os
-import runpy
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ import torch
 
 import model as model_py
 import runtime
-from conftest import ROOT, closed_port_url, error_line, load, make_char_dataset, perturb_adapters, run_script, save_checkpoint, tiny_text
+from conftest import ROOT, closed_port_url, error_line, load, make_char_dataset, perturb_adapters, run_in_process, run_script, save_checkpoint, tiny_text
 from data_io import load_meta, write_tokens
 from model import GPT, GPTConfig, apply_lora, build_model
 from quantize import quantize
@@ -40,11 +39,8 @@ def without_lines(text, *prefixes):
 
 
 def sample_in_process(monkeypatch, cwd, *args):
-    """ sample.py run in this process (runpy), on the CPU in float32, so that a test can patch what it calls. """
-    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)  # sample.py sets its own
-    monkeypatch.setattr(sys, 'argv', ['sample.py', '--device=cpu', '--dtype=float32', *args])
-    monkeypatch.chdir(cwd)
-    runpy.run_path(str(ROOT / 'sample.py'), run_name='__main__')
+    """ sample.py run in this process, on the CPU in float32, so that a test can patch what it calls. """
+    run_in_process(monkeypatch, 'sample.py', cwd, '--device=cpu', '--dtype=float32', *args)
 
 
 def reference(model, start_ids, decode, seed, num_samples, max_new_tokens, temperature=1.0, top_k=None,
