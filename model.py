@@ -259,14 +259,17 @@ class LanguageModel(nn.Module):
         seen = 0  # out[:, :seen] is in the cache
         for end in range(t, t + max_new_tokens):  # out[:, :end] is the sequence so far
             if kv_cache is None:
-                # if the sequence context is growing too long we must crop it at block_size
-                logits, _ = self(out[:, max(0, end - block_size):end])
+                start = max(0, end - block_size)  # if the sequence context is growing too long we must crop it
             else:
                 if kv_cache.pos + end - seen > block_size:
                     # positions are absolute, so a window that slides needs fresh keys: prefill it again
                     kv_cache.pos, seen = 0, end - block_size
-                logits, _ = self(out[:, seen:end], kv_cache=kv_cache)
-                seen = end
+                start = seen
+            # a copy, not a view of out: a compiled model guards on strides, and out's row stride changes with
+            # max_new_tokens, so sample.py's first sample after its short warm-up compiled the prefill again
+            idx_cond = out[:, start:end].clone(memory_format=torch.contiguous_format)  # (b, end - start)
+            logits, _ = self(idx_cond) if kv_cache is None else self(idx_cond, kv_cache=kv_cache)
+            seen = end
             idx_next = sample_next(logits[:, -1, :], temperature, top_k)
             out[:, end:end + 1] = idx_next
             if callback is not None:

@@ -2,8 +2,8 @@
 Int8Linear computes what its dequantized weights compute (through aten's kernel only at the in_features it gets
 right, and at widths where the kernel crashed a model generates), quantize() swaps every Linear (the lm_head too,
 while the token embedding stays float), int8 logits and loss stay close to fp32 on a trained model, int8
-greedy decoding with the KV cache equals the int8 full-recompute reference (compiled too), and bad input is one
-clear error."""
+greedy decoding with the KV cache equals the int8 full-recompute reference (compiled too), compiled on an AVX2 CPU a
+one-row int8 product takes runtime's wide blocking and equals eager int8's, and bad input is one clear error."""
 
 import copy
 
@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch._inductor.config
 import torch.nn as nn
+from torch._inductor.cpu_vec_isa import pick_vec_isa
+from torch._inductor.utils import run_and_get_code
 
 import conftest
 import runtime
@@ -179,6 +181,30 @@ def test_compiled_int8_is_one_graph_and_decodes_as_eager_int8():
     with config.patch({name: getattr(config, name) for name in runtime.CPU_INFERENCE_COMPILE}):  # undone after
         runtime.compile_for_inference(model)  # a few steps: each new shape costs seconds of autotuning
         assert torch.equal(*conftest.greedy_pair(model, reference, 7, 6))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings('ignore:dynamo_pgo force disabled')
+@pytest.mark.skipif(type(pick_vec_isa()).__name__ != 'VecAVX2', reason="runtime widens inductor's int8 GEMM on AVX2 "
+                    "CPUs only (AVX-512 ones keep inductor's own blocking)")
+def test_compiled_one_row_int8_takes_the_wide_blocking_on_avx2():
+    """ Compiled for inference on an AVX2 CPU, a one-row Int8Linear (a decode step) runs inductor's int8 GEMM with the
+    64-wide blocking runtime.widen_int8_gemv_on_avx2 registers (its code says so), and computes what eager int8 does
+    (aten's kernel) up to bf16 rounding. """
+    torch.manual_seed(0)
+    q = Int8Linear(nn.Linear(128, 192, bias=False))
+    x = torch.randn(1, 128)
+    with torch.no_grad():
+        eager = q(x)
+    config = torch._inductor.config
+    saved = {name: getattr(config, name) for name in runtime.CPU_INFERENCE_COMPILE}
+    # inductor's GEMM only, not aten's, and compiled afresh: its caches' keys leave out the micro-kernels' table
+    with config.patch({**saved, 'max_autotune_gemm_backends': 'CPP', 'force_disable_caches': True}):
+        runtime.compile_for_inference(q)
+        with torch.no_grad():
+            compiled, (code,) = run_and_get_code(q, x)
+    assert 'micro_gemm_kernel<1, 64, accum, prefetch>' in code
+    assert ((compiled - eager).abs() <= eager.abs() * 2 ** -7 + 1e-3 * eager.abs().max()).all()
 
 
 def test_lora_model_quantizes_its_base_and_keeps_the_adapters():

@@ -1,5 +1,6 @@
 """model.py: parity with Hugging Face GPT-2, SDPA vs manual attention, KV-cache generation vs the
-full-recompute reference (one cache per generation, never reallocated; a callback per new token; top_k=1
+full-recompute reference (one cache per generation, never reallocated; compiled, a longer run after a short one
+compiles nothing new; a callback per new token; top_k=1
 is the argmax; sampling draws from softmax(logits / temperature), over the top_k largest alone), model surgery, parameter counts, the CPU's peak FLOPs (doubled with native bf16), and the errors bad input gets."""
 
 import math
@@ -137,6 +138,25 @@ def test_compiled_generation_is_one_graph_and_equals_eager(backend):
     torch._dynamo.reset()
     model.compile(fullgraph=True, dynamic=True, backend=backend)
     assert torch.equal(model.generate(prompt, 40, top_k=1), reference)
+
+
+@pytest.mark.parametrize('batch', [1, 2])
+def test_compiled_generation_compiles_nothing_new_for_more_tokens(batch):
+    """ sample.py compiles with a 2-token warm-up, then generates max_new_tokens: the model gets its tokens as a
+    fresh tensor, not a view of generate's output (whose row stride, prompt + max_new_tokens, a compiled model
+    guards on), so the longer run compiles nothing new. """
+    graphs = []
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+    model = tiny_gpt()
+    prompt = torch.randint(0, 71, (batch, 5), generator=torch.Generator().manual_seed(3))
+    torch._dynamo.reset()
+    model.compile(backend=backend)
+    model.generate(prompt, 2, top_k=1)
+    compiled = len(graphs)
+    model.generate(prompt, 20, top_k=1)
+    assert len(graphs) == compiled
 
 
 def test_compiled_cpu_decode_steps_compute_attention_themselves():
